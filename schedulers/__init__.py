@@ -1,0 +1,1 @@
+"""IPVS schedulers: one module per scheduler, registered by name (see registry.py)."""
