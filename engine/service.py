@@ -75,7 +75,7 @@ class IPVSError(Exception):
         self.errno = err
 
 
-@dataclass
+@dataclass(eq=False)
 class Stats:
     """ip_vs_stats counters (64-bit in the kernel)."""
 

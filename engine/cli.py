@@ -1,0 +1,99 @@
+"""The `pyvs` command: run | sysctl | lab | demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        sys.exit("pyvs: this needs root (network namespaces, netfilter, raw sockets)")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _need_root()
+    from engine.daemon import Daemon
+
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="pyvs[%(process)d] %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    return Daemon().run()
+
+
+def cmd_sysctl(args: argparse.Namespace) -> int:
+    from engine.control import client_request
+
+    try:
+        reply = client_request({"op": "sysctl", "args": args.settings})
+    except (FileNotFoundError, ConnectionRefusedError):
+        sys.stderr.write("pyvs sysctl: no pyvs director runs in this network namespace\n")
+        return 1
+    sys.stdout.write(reply.get("out", ""))
+    sys.stderr.write(reply.get("err", ""))
+    return int(reply.get("rc", 1))
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    _need_root()
+    from engine import lab
+
+    if args.lab_cmd == "up":
+        info = lab.lab_up(args.mode, args.real_servers, args.clients, name=args.name)
+        print(json.dumps(info, indent=2))
+        return 0
+    lab.lab_down(args.name)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _need_root()
+    from engine.demo import run_demo
+
+    return run_demo(requests=args.requests, real_servers=args.real_servers,
+                    clients=args.clients, scheduler=args.scheduler)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pyvs", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    run = sub.add_parser("run", help="run the director in this network namespace")
+    run.add_argument("--log-level", default="info",
+                     choices=["debug", "info", "warning", "error"])
+    run.set_defaults(func=cmd_run)
+
+    sysctl = sub.add_parser("sysctl", help="read or set net.ipv4.vs.* of the running director")
+    sysctl.add_argument("settings", nargs="*", metavar="NAME[=VALUE]")
+    sysctl.set_defaults(func=cmd_sysctl)
+
+    lab = sub.add_parser("lab", help="build or remove a network-namespace lab")
+    labsub = lab.add_subparsers(dest="lab_cmd", required=True)
+    up = labsub.add_parser("up")
+    up.add_argument("--mode", default="nat", choices=["nat"])
+    up.add_argument("--real-servers", type=int, default=3)
+    up.add_argument("--clients", type=int, default=2)
+    up.add_argument("--name")
+    down = labsub.add_parser("down")
+    down.add_argument("name")
+    lab.set_defaults(func=cmd_lab)
+
+    demo = sub.add_parser("demo", help="NAT lab + pyvs + curl: show the balancing")
+    demo.add_argument("--requests", type=int, default=30)
+    demo.add_argument("--real-servers", type=int, default=3)
+    demo.add_argument("--clients", type=int, default=3)
+    demo.add_argument("--scheduler", default="rr")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

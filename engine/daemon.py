@@ -1,0 +1,172 @@
+"""`pyvs run`: the director process of one network namespace.
+
+One thread, one selector: the packet port, the control socket and a periodic
+tick (expiry, estimator).  Control requests are handled between batches, so the
+engine needs no locks.  SIGTERM/SIGINT stop the loop; the plumbing is removed
+on the way out (and at the next start, if a crash skipped that).
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import signal
+import socket
+import time
+
+from engine import control
+from engine.director import DROP, FORWARD, Director
+from engine.io.nfqueue import NF_ACCEPT, NF_DROP, NfQueuePort
+from engine.plumbing import QUEUE_NUM, Plumbing
+from engine.sysctl import SysctlError
+
+log = logging.getLogger("pyvs")
+
+TICK = 0.1
+
+
+class RawSender:
+    """Sends the packets the director makes itself (ICMP errors) through the stack."""
+
+    def __init__(self) -> None:
+        self.v4 = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        self.v6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+
+    def send(self, packet: bytes) -> None:
+        try:
+            if packet[0] >> 4 == 4:
+                dst = socket.inet_ntop(socket.AF_INET, packet[16:20])
+                self.v4.sendto(packet, (dst, 0))
+            else:
+                dst = socket.inet_ntop(socket.AF_INET6, packet[24:40])
+                self.v6.sendto(packet, (dst, 0))
+        except OSError as err:
+            log.debug("could not send a generated packet: %s", err)
+
+    def close(self) -> None:
+        self.v4.close()
+        self.v6.close()
+
+
+class Daemon:
+    def __init__(self, director: Director | None = None, queue: int = QUEUE_NUM) -> None:
+        self.director = director or Director()
+        self.plumbing = Plumbing(queue)
+        self.queue = queue
+        self.running = False
+        self._generation = -1
+
+    # -- control ------------------------------------------------------------------------------
+    def handle_request(self, request: dict) -> dict:
+        op = request.get("op")
+        if op == "ipvsadm":
+            from engine import ipvsadm
+
+            rc, out, err = ipvsadm.run(list(request.get("argv", [])),
+                                       request.get("stdin", ""), self.director)
+            self._sync_plumbing()
+            return {"rc": rc, "out": out, "err": err}
+        if op == "sysctl":
+            return self._sysctl(list(request.get("args", [])))
+        if op == "status":
+            d = self.director
+            return {"rc": 0, "out": "", "err": "", "connections": len(d.conntable),
+                    "drops": dict(d.drops)}
+        return {"rc": 2, "out": "", "err": f"unknown request {op!r}\n"}
+
+    def _sysctl(self, args: list[str]) -> dict:
+        sysctl = self.director.sysctl
+        out, err, rc = [], [], 0
+        if not args:
+            args = sysctl.names()
+        for arg in args:
+            try:
+                if "=" in arg:
+                    name, _, value = arg.partition("=")
+                    sysctl.set(name.strip(), value.strip())
+                out.append(sysctl.format(arg.partition("=")[0].strip()))
+            except SysctlError as e:
+                err.append(str(e))
+                rc = 255
+        return {"rc": rc, "out": "".join(f"{line}\n" for line in out),
+                "err": "".join(f"{line}\n" for line in err)}
+
+    def _sync_plumbing(self) -> None:
+        services = self.director.services
+        if services.generation != self._generation:
+            self.plumbing.sync(services.services.values())
+            self._generation = services.generation
+
+    def _serve_control(self, listener: socket.socket) -> None:
+        try:
+            conn, _ = listener.accept()
+        except BlockingIOError:
+            return
+        with conn:
+            try:
+                if control.peer_uid(conn) != 0:
+                    reply = {"rc": 1, "out": "", "err": "Permission denied (you must be root)\n"}
+                else:
+                    reply = self.handle_request(control.read_request(conn))
+                control.send_reply(conn, reply)
+            except (OSError, ValueError) as err:
+                log.warning("control request failed: %s", err)
+
+    # -- packets ------------------------------------------------------------------------------
+    def _serve_packets(self, port: NfQueuePort, sender: RawSender) -> None:
+        director = self.director
+        while True:
+            batch = port.recv_batch()
+            if not batch:
+                return
+            verdicts = director.process([p.buf for p in batch], [p.mark for p in batch])
+            port.send_verdicts(batch, [NF_DROP if v == DROP else NF_ACCEPT for v in verdicts],
+                               [v == FORWARD for v in verdicts])
+            if director.outbox:
+                for packet in director.outbox:
+                    sender.send(packet)
+                director.outbox.clear()
+
+    # -- main loop ----------------------------------------------------------------------------
+    def run(self) -> int:
+        try:
+            listener = control.listen()
+        except OSError as err:
+            log.error("another pyvs director already runs in this namespace (%s)", err)
+            return 1
+        self.plumbing.install()
+        port = NfQueuePort(self.queue)
+        sender = RawSender()
+        self._sync_plumbing()
+        self.running = True
+
+        def stop(signum, frame):  # noqa: ARG001
+            self.running = False
+
+        old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        sel = selectors.DefaultSelector()
+        sel.register(port, selectors.EVENT_READ, "packets")
+        sel.register(listener, selectors.EVENT_READ, "control")
+        log.info("pyvs director running (nfqueue %d)", self.queue)
+        next_tick = time.monotonic()
+        try:
+            while self.running:
+                timeout = max(0.0, next_tick - time.monotonic())
+                for key, _ in sel.select(timeout):
+                    if key.data == "packets":
+                        self._serve_packets(port, sender)
+                    else:
+                        self._serve_control(listener)
+                if time.monotonic() >= next_tick:
+                    self.director.tick()
+                    next_tick = time.monotonic() + TICK
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+            sel.close()
+            port.close()
+            sender.close()
+            listener.close()
+            self.plumbing.remove()
+            log.info("pyvs director stopped; plumbing removed")
+        return 0

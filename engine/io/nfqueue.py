@@ -1,0 +1,214 @@
+"""An NFQUEUE port: packets arrive from netfilter with their mark; verdicts go back.
+
+Why NFQUEUE for the drop-in path: pyvs must see exactly the packets kernel IPVS
+would see (addressed to a local VIP, or carrying a service's firewall mark set
+by the user's own prerouting rules) and must keep the kernel from answering for
+them.  A queue rule placed after the mangle rules gives both, with the mark, and
+the verdict can carry the rewritten packet, so the kernel does routing, ARP and
+TTL exactly as it does for IPVS.  The ring/AF_PACKET ports are faster; this one
+is the faithful, simple default.
+
+Protocol: nfnetlink_queue (include/uapi/linux/netfilter/nfnetlink_queue.h).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+
+NETLINK_NETFILTER = 12
+SOL_NETLINK = 270
+NETLINK_NO_ENOBUFS = 5
+NLM_F_REQUEST = 0x1
+NLM_F_ACK = 0x4
+NLMSG_ERROR = 0x2
+NLMSG_DONE = 0x3
+
+NFNL_SUBSYS_QUEUE = 3
+NFQNL_MSG_PACKET = 0
+NFQNL_MSG_VERDICT = 1
+NFQNL_MSG_CONFIG = 2
+
+NFQA_CFG_CMD = 1
+NFQA_CFG_PARAMS = 2
+NFQA_CFG_QUEUE_MAXLEN = 3
+NFQA_CFG_MASK = 4
+NFQA_CFG_FLAGS = 5
+NFQNL_CFG_CMD_BIND = 1
+NFQNL_CFG_CMD_UNBIND = 2
+NFQNL_COPY_PACKET = 2
+NFQA_CFG_F_FAIL_OPEN = 1
+
+NFQA_PACKET_HDR = 1
+NFQA_VERDICT_HDR = 2
+NFQA_MARK = 3
+NFQA_PAYLOAD = 10
+
+NF_DROP = 0
+NF_ACCEPT = 1
+
+_NLHDR = struct.Struct("=IHHII")
+_NFGEN = struct.Struct("=BBH")  # family, version, res_id (big-endian, packed by hand)
+_ATTR = struct.Struct("=HH")
+_VERDICT_TYPE = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT
+_PACKET_TYPE = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    length = 4 + len(payload)
+    return _ATTR.pack(length, kind) + payload + b"\0" * ((4 - length % 4) % 4)
+
+
+def _message(msg_type: int, flags: int, seq: int, queue: int, attrs: bytes,
+             family: int = socket.AF_UNSPEC) -> bytes:
+    body = struct.pack("=BB", family, 0) + struct.pack(">H", queue) + attrs
+    return _NLHDR.pack(16 + len(body), msg_type, flags, seq, 0) + body
+
+
+class QueuedPacket:
+    __slots__ = ("packet_id", "mark", "buf")
+
+    def __init__(self, packet_id: int, mark: int, buf: bytearray) -> None:
+        self.packet_id = packet_id
+        self.mark = mark
+        self.buf = buf
+
+
+class NfQueuePort:
+    """Bound to one queue number; recv_batch() / send_verdicts()."""
+
+    def __init__(self, queue: int, maxlen: int = 16384, rcvbuf: int = 16 << 20) -> None:
+        self.queue = queue
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        self.sock.bind((0, 0))
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, 33, rcvbuf)  # SO_RCVBUFFORCE
+        except OSError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 1)
+        self._seq = 0
+        self._rxbuf = bytearray(65536 + 4096)
+        self.overruns = 0
+        cfg_type = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_CONFIG
+        self._request(_message(cfg_type, NLM_F_REQUEST | NLM_F_ACK, self._next_seq(), queue,
+                               _attr(NFQA_CFG_CMD, struct.pack(">BBH", NFQNL_CFG_CMD_BIND, 0,
+                                                               socket.AF_INET))))
+        params = struct.pack(">IB", 0xFFFF, NFQNL_COPY_PACKET)
+        self._request(_message(cfg_type, NLM_F_REQUEST | NLM_F_ACK, self._next_seq(), queue,
+                               _attr(NFQA_CFG_PARAMS, params)
+                               + _attr(NFQA_CFG_QUEUE_MAXLEN, struct.pack(">I", maxlen))))
+        self.sock.setblocking(False)
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _request(self, msg: bytes) -> None:
+        self.sock.send(msg)
+        data = self.sock.recv(8192)
+        _, mtype, _, _, _ = _NLHDR.unpack_from(data, 0)
+        if mtype == NLMSG_ERROR:
+            (err,) = struct.unpack_from("=i", data, 16)
+            if err:
+                raise OSError(-err, f"nfqueue config: {os.strerror(-err)}")
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def recv_batch(self, limit: int = 256) -> list[QueuedPacket]:
+        """Everything queued now, up to `limit` packets, without blocking."""
+        out: list[QueuedPacket] = []
+        rx = self._rxbuf
+        view = memoryview(rx)
+        sock = self.sock
+        while len(out) < limit:
+            try:
+                n = sock.recv_into(rx)
+            except BlockingIOError:
+                break
+            except OSError as err:
+                if err.errno == errno.ENOBUFS:
+                    self.overruns += 1
+                    continue
+                raise
+            offset = 0
+            while offset + 16 <= n:
+                length, mtype, _, _, _ = _NLHDR.unpack_from(rx, offset)
+                if length < 16:
+                    break
+                if mtype == _PACKET_TYPE:
+                    pkt = self._parse_packet(view, offset + 20, offset + length)
+                    if pkt is not None:
+                        out.append(pkt)
+                offset += (length + 3) & ~3
+        return out
+
+    @staticmethod
+    def _parse_packet(view: memoryview, pos: int, end: int) -> QueuedPacket | None:
+        packet_id = -1
+        mark = 0
+        payload = None
+        unpack = _ATTR.unpack_from
+        while pos + 4 <= end:
+            alen, atype = unpack(view, pos)
+            if alen < 4:
+                break
+            atype &= 0x3FFF
+            if atype == NFQA_PACKET_HDR:
+                packet_id = int.from_bytes(view[pos + 4:pos + 8], "big")
+            elif atype == NFQA_MARK:
+                mark = int.from_bytes(view[pos + 4:pos + 8], "big")
+            elif atype == NFQA_PAYLOAD:
+                payload = bytearray(view[pos + 4:pos + alen])
+            pos += (alen + 3) & ~3
+        if packet_id < 0 or payload is None:
+            return None
+        return QueuedPacket(packet_id, mark, payload)
+
+    def send_verdicts(self, packets: list[QueuedPacket], verdicts: list[int],
+                      modified: list[bool]) -> None:
+        """One sendmsg for the whole batch (netlink takes many messages per datagram)."""
+        parts = []
+        seq = self._seq
+        for pkt, verdict, changed in zip(packets, verdicts, modified, strict=True):
+            seq += 1
+            attrs = _attr(NFQA_VERDICT_HDR, struct.pack(">II", verdict, pkt.packet_id))
+            if changed:
+                attrs += _attr(NFQA_PAYLOAD, bytes(pkt.buf))
+            parts.append(_message(_VERDICT_TYPE, NLM_F_REQUEST, seq, self.queue, attrs))
+        self._seq = seq
+        data = b"".join(parts)
+        # a netlink datagram is limited by the socket's send buffer; chunk generously
+        limit = 1 << 20
+        start = 0
+        while start < len(data):
+            end = start
+            while end < len(data) and end - start < limit:
+                (mlen,) = struct.unpack_from("=I", data, end)
+                end += (mlen + 3) & ~3
+            self._send_all(data[start:end])
+            start = end
+
+    def _send_all(self, data: bytes) -> None:
+        while True:
+            try:
+                self.sock.send(data)
+                return
+            except BlockingIOError:
+                import select
+
+                select.select([], [self.sock], [], 1.0)
+
+    def close(self) -> None:
+        try:
+            cfg_type = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_CONFIG
+            self.sock.setblocking(True)
+            self.sock.send(_message(cfg_type, NLM_F_REQUEST, self._next_seq(), self.queue,
+                                    _attr(NFQA_CFG_CMD, struct.pack(">BBH",
+                                                                    NFQNL_CFG_CMD_UNBIND, 0,
+                                                                    socket.AF_INET))))
+        except OSError:
+            pass
+        self.sock.close()
