@@ -153,10 +153,14 @@ class Daemon:
             while self.running:
                 timeout = max(0.0, next_tick - time.monotonic())
                 for key, _ in sel.select(timeout):
-                    if key.data == "packets":
-                        self._serve_packets(port, sender)
-                    else:
-                        self._serve_control(listener)
+                    try:
+                        if key.data == "packets":
+                            self._serve_packets(port, sender)
+                        else:
+                            self._serve_control(listener)
+                    except Exception:  # the engine keeps serving whatever one batch did
+                        log.exception("error while serving %s", key.data)
+                        self.director.drops["engine-error"] += 1
                 if time.monotonic() >= next_tick:
                     self.director.tick()
                     next_tick = time.monotonic() + TICK

@@ -49,6 +49,9 @@ NFQA_PAYLOAD = 10
 NF_DROP = 0
 NF_ACCEPT = 1
 
+SNDBUF = 4 << 20
+CHUNK = 256 << 10  # bytes of verdict messages per sendmsg, well inside SNDBUF
+
 _NLHDR = struct.Struct("=IHHII")
 _NFGEN = struct.Struct("=BBH")  # family, version, res_id (big-endian, packed by hand)
 _ATTR = struct.Struct("=HH")
@@ -87,6 +90,10 @@ class NfQueuePort:
             self.sock.setsockopt(socket.SOL_SOCKET, 33, rcvbuf)  # SO_RCVBUFFORCE
         except OSError:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, 32, SNDBUF)  # SO_SNDBUFFORCE
+        except OSError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
         self.sock.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 1)
         self._seq = 0
         self._rxbuf = bytearray(65536 + 4096)
@@ -180,8 +187,8 @@ class NfQueuePort:
             parts.append(_message(_VERDICT_TYPE, NLM_F_REQUEST, seq, self.queue, attrs))
         self._seq = seq
         data = b"".join(parts)
-        # a netlink datagram is limited by the socket's send buffer; chunk generously
-        limit = 1 << 20
+        # a netlink datagram must fit the socket's send buffer
+        limit = CHUNK
         start = 0
         while start < len(data):
             end = start
