@@ -56,13 +56,15 @@ class TimerWheel:
     def __len__(self) -> int:
         return sum(len(s) for s in self._slots.values())
 
+    def _slot(self, deadline: float) -> int:
+        return max(int(deadline // self.granularity), self._cursor)
+
     def schedule(self, item: Hashable, deadline: float) -> None:
-        slot = max(int(deadline // self.granularity) + 1, self._cursor)
+        slot = self._slot(deadline)
         self._slots.setdefault(slot, {})[item] = None
 
     def discard(self, item: Hashable, deadline: float) -> None:
-        slot = max(int(deadline // self.granularity) + 1, self._cursor)
-        bucket = self._slots.get(slot)
+        bucket = self._slots.get(self._slot(deadline))
         if bucket is not None:
             bucket.pop(item, None)
 

@@ -165,7 +165,7 @@ class ConnTable:
         self.by_out: dict[tuple, Conn] = {}
         self.templates: dict[tuple, Conn] = {}
         self.all: dict[Conn, None] = {}  # insertion order = table order
-        self.wheel = TimerWheel(clock)
+        self.wheel = TimerWheel(clock, granularity=0.1)
 
     def __len__(self) -> int:
         return len(self.all)
