@@ -1,0 +1,153 @@
+"""Masquerading (NAT, ``-m``) rewrites, in place on a bytearray.
+
+Pure functions over ``(buf, info)`` where ``info`` is the
+:class:`engine.packet.PacketInfo` of the packet in ``buf``.  See
+ipvs-semantics.md 6.1 and 6.6 and the kernel's ``tcp_dnat_handler`` /
+``udp_snat_handler`` / ``ip_vs_nat_icmp`` (ip_vs_proto_*.c, ip_vs_core.c).
+
+* ``dnat`` / ``snat`` update every checksum incrementally (RFC 1624): the
+  IPv4 header checksum, and the TCP/UDP/ICMPv6 checksum through the
+  pseudo-header (plus the port).  A checksum that was wrong stays wrong by
+  the same amount, as in the kernel's fast path.  UDP with checksum 0 (none,
+  IPv4) is left 0; an updated UDP checksum of 0 is written as 0xFFFF.
+* ``dnat_icmp`` / ``snat_icmp`` follow ``ip_vs_nat_icmp[_v6]``: outer address,
+  quoted address and quoted port rewritten, quoted IPv4 header checksum
+  recomputed, the whole ICMP checksum recomputed (ICMPv6 with its
+  pseudo-header).  The quoted TCP/UDP checksum is left as it is, like the
+  kernel.  Because the ICMP checksum is recomputed, the engine must verify it
+  first (``packet.l4_checksum_ok``) -- the kernel drops on a bad one.
+* TTL is not touched (``packet.dec_ttl`` does that).
+* The ``info`` (and ``inner``) objects are kept in step: the rewritten
+  address/port fields hold the new values afterwards; everything else in them
+  (offsets, lengths, flags) is unchanged and still valid.
+
+SCTP: the addresses are rewritten (CRC32c does not cover them); changing an
+SCTP port needs a CRC32c recomputation, which is not implemented here
+(NotImplementedError).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from engine.packet import (
+    IPPROTO_ICMP,
+    IPPROTO_SCTP,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    PacketInfo,
+    set_ipv4_header_csum,
+    set_l4_checksum,
+)
+
+__all__ = ["dnat", "snat", "dnat_icmp", "snat_icmp"]
+
+_H = struct.Struct("!H")
+_unpack_H = _H.unpack_from
+_pack_H = _H.pack_into
+_from_bytes = int.from_bytes
+
+
+def _rewrite(buf, info: PacketInfo, addr_off4: int, addr_off6: int, old: bytes, new: bytes,
+             port_off: int, oldport: int, newport: int) -> None:  # fmt: skip
+    l3 = info.l3_off
+    delta = _from_bytes(new, "big") - _from_bytes(old, "big")
+    if info.version == 4:
+        a = l3 + addr_off4
+        buf[a : a + 4] = new
+        c = l3 + 10
+        _pack_H(buf, c, 0xFFFF - ((0xFFFF - _unpack_H(buf, c)[0] + delta - 1) % 0xFFFF + 1))
+    else:
+        a = l3 + addr_off6
+        buf[a : a + 16] = new
+    co = info.csum_off
+    proto = info.proto
+    if proto == IPPROTO_TCP or proto == IPPROTO_UDP:
+        if info.has_ports:
+            _pack_H(buf, info.l4_off + port_off, newport)
+            delta += newport - oldport
+        if co >= 0:
+            c = _unpack_H(buf, co)[0]
+            if proto == IPPROTO_TCP:
+                _pack_H(buf, co, 0xFFFF - ((0xFFFF - c + delta - 1) % 0xFFFF + 1))
+            elif c != 0:  # UDP: 0 = no checksum (IPv4), left alone
+                c = 0xFFFF - ((0xFFFF - c + delta - 1) % 0xFFFF + 1)
+                _pack_H(buf, co, c if c else 0xFFFF)
+    elif co >= 0 and proto != IPPROTO_ICMP:
+        # ICMPv6 (pseudo-header covers addresses); plain ICMP has none.
+        c = _unpack_H(buf, co)[0]
+        _pack_H(buf, co, 0xFFFF - ((0xFFFF - c + delta - 1) % 0xFFFF + 1))
+    elif proto == IPPROTO_SCTP and info.has_ports and newport != oldport:
+        raise NotImplementedError("SCTP port rewrite needs CRC32c")
+
+
+def dnat(buf, info: PacketInfo, daddr: bytes, dport: int) -> None:
+    """Request direction (client -> RS): IP dst := daddr, L4 dst port := dport."""
+    _rewrite(buf, info, 16, 24, info.daddr, daddr, 2, info.dport, dport)
+    info.daddr = bytes(daddr)
+    if info.has_ports:
+        info.dport = dport
+
+
+def snat(buf, info: PacketInfo, saddr: bytes, sport: int) -> None:
+    """Reply direction (RS -> client): IP src := saddr (the VIP), L4 src port := sport."""
+    _rewrite(buf, info, 12, 8, info.saddr, saddr, 0, info.sport, sport)
+    info.saddr = bytes(saddr)
+    if info.has_ports:
+        info.sport = sport
+
+
+def _nat_icmp(buf, info: PacketInfo, inner: PacketInfo, addr: bytes, port: int,
+              outer_dst: bool) -> None:  # fmt: skip
+    addr = bytes(addr)
+    l3 = info.l3_off
+    il3 = inner.l3_off
+    if info.version == 4:
+        if outer_dst:
+            old, a, ia = info.daddr, l3 + 16, il3 + 12
+        else:
+            old, a, ia = info.saddr, l3 + 12, il3 + 16
+        buf[a : a + 4] = addr
+        buf[ia : ia + 4] = addr
+        c = l3 + 10
+        delta = _from_bytes(addr, "big") - _from_bytes(old, "big")
+        _pack_H(buf, c, 0xFFFF - ((0xFFFF - _unpack_H(buf, c)[0] + delta - 1) % 0xFFFF + 1))
+        set_ipv4_header_csum(buf, il3)
+    else:
+        if outer_dst:
+            a, ia = l3 + 24, il3 + 8
+        else:
+            a, ia = l3 + 8, il3 + 24
+        buf[a : a + 16] = addr
+        buf[ia : ia + 16] = addr
+    if outer_dst:
+        info.daddr = addr
+        inner.saddr = addr
+    else:
+        info.saddr = addr
+        inner.daddr = addr
+    if inner.has_ports:
+        if outer_dst:
+            _pack_H(buf, inner.l4_off, port)
+            inner.sport = port
+        else:
+            _pack_H(buf, inner.l4_off + 2, port)
+            inner.dport = port
+    set_l4_checksum(buf, info)
+
+
+def dnat_icmp(buf, info: PacketInfo, inner: PacketInfo, daddr: bytes, dport: int) -> None:
+    """ICMP error from the client about a reply (quoted VIP:vport -> client), to the RS.
+
+    Outer IP dst := daddr, quoted src := daddr, quoted src port := dport.
+    ``inner`` is ``packet.parse_icmp_error(buf, info)``.
+    """
+    _nat_icmp(buf, info, inner, daddr, dport, True)
+
+
+def snat_icmp(buf, info: PacketInfo, inner: PacketInfo, saddr: bytes, sport: int) -> None:
+    """ICMP error from the RS about a request (quoted client -> RS:dport), to the client.
+
+    Outer IP src := saddr (VIP), quoted dst := saddr, quoted dst port := sport (vport).
+    """
+    _nat_icmp(buf, info, inner, saddr, sport, False)
