@@ -37,6 +37,19 @@ def cmd_sysctl(args: argparse.Namespace) -> int:
     return int(reply.get("rc", 1))
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """Connection count and drop counters by reason, as JSON."""
+    from engine.control import client_request
+
+    try:
+        reply = client_request({"op": "status"})
+    except (FileNotFoundError, ConnectionRefusedError):
+        sys.stderr.write("pyvs status: no pyvs director runs in this network namespace\n")
+        return 1
+    print(json.dumps({k: reply[k] for k in ("connections", "drops")}, indent=2))
+    return 0
+
+
 def cmd_lab(args: argparse.Namespace) -> int:
     _need_root()
     from engine import lab
@@ -69,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     sysctl = sub.add_parser("sysctl", help="read or set net.ipv4.vs.* of the running director")
     sysctl.add_argument("settings", nargs="*", metavar="NAME[=VALUE]")
     sysctl.set_defaults(func=cmd_sysctl)
+
+    status = sub.add_parser("status", help="connections and drop counters of the director")
+    status.set_defaults(func=cmd_status)
 
     lab = sub.add_parser("lab", help="build or remove a network-namespace lab")
     labsub = lab.add_subparsers(dest="lab_cmd", required=True)
