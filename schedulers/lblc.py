@@ -8,8 +8,8 @@ lblc sense (active > weight while some server of the service has
 loop (__ip_vs_lblc_schedule) picks a server and the entry is replaced.
 
 Expiry is not a thread: the engine calls expire(now) periodically (any period);
-it replays the kernel's 60 s timer ticks that are due.  Every 30th tick (the
-first at 30 min, then every 29 ticks as the kernel's counter does) is a full
+it replays the kernel's 60 s timer ticks that are due.  Every 30th tick (at
+30 min, 60 min, ...: the counter starts at 1 and is reset to 1) is a full
 sweep removing entries unused for net.ipv4.vs.lblc_expiration seconds; on the
 other ticks, when the table holds more than 16384 entries, entries idle for
 6 minutes are removed bucket by bucket from a rover until
