@@ -48,20 +48,11 @@ _pack_H = _H.pack_into
 _from_bytes = int.from_bytes
 
 
-def _rewrite(buf, info: PacketInfo, addr_off4: int, addr_off6: int, old: bytes, new: bytes,
-             port_off: int, oldport: int, newport: int) -> None:  # fmt: skip
-    l3 = info.l3_off
-    delta = _from_bytes(new, "big") - _from_bytes(old, "big")
-    if info.version == 4:
-        a = l3 + addr_off4
-        buf[a : a + 4] = new
-        c = l3 + 10
-        _pack_H(buf, c, 0xFFFF - ((0xFFFF - _unpack_H(buf, c)[0] + delta - 1) % 0xFFFF + 1))
-    else:
-        a = l3 + addr_off6
-        buf[a : a + 16] = new
-    co = info.csum_off
+def _l4_update(buf, info: PacketInfo, delta: int, port_off: int, oldport: int,
+               newport: int) -> None:  # fmt: skip
+    """L4 part of dnat/snat: port, then the checksum through the pseudo-header."""
     proto = info.proto
+    co = info.csum_off
     if proto == IPPROTO_TCP or proto == IPPROTO_UDP:
         if info.has_ports:
             _pack_H(buf, info.l4_off + port_off, newport)
@@ -83,18 +74,48 @@ def _rewrite(buf, info: PacketInfo, addr_off4: int, addr_off6: int, old: bytes, 
 
 def dnat(buf, info: PacketInfo, daddr: bytes, dport: int) -> None:
     """Request direction (client -> RS): IP dst := daddr, L4 dst port := dport."""
-    _rewrite(buf, info, 16, 24, info.daddr, daddr, 2, info.dport, dport)
-    info.daddr = bytes(daddr)
-    if info.has_ports:
+    l3 = info.l3_off
+    delta = _from_bytes(daddr, "big") - _from_bytes(info.daddr, "big")
+    if info.version == 4:
+        buf[l3 + 16 : l3 + 20] = daddr
+        c = l3 + 10
+        _pack_H(buf, c, 0xFFFF - ((0xFFFF - _unpack_H(buf, c)[0] + delta - 1) % 0xFFFF + 1))
+    else:
+        buf[l3 + 24 : l3 + 40] = daddr
+    if info.proto == IPPROTO_TCP and info.csum_off >= 0:  # fast path: unfragmented TCP
+        co = info.csum_off
+        _pack_H(buf, info.l4_off + 2, dport)
+        delta += dport - info.dport
+        _pack_H(buf, co, 0xFFFF - ((0xFFFF - _unpack_H(buf, co)[0] + delta - 1) % 0xFFFF + 1))
         info.dport = dport
+    else:
+        _l4_update(buf, info, delta, 2, info.dport, dport)
+        if info.has_ports:
+            info.dport = dport
+    info.daddr = bytes(daddr)
 
 
 def snat(buf, info: PacketInfo, saddr: bytes, sport: int) -> None:
     """Reply direction (RS -> client): IP src := saddr (the VIP), L4 src port := sport."""
-    _rewrite(buf, info, 12, 8, info.saddr, saddr, 0, info.sport, sport)
-    info.saddr = bytes(saddr)
-    if info.has_ports:
+    l3 = info.l3_off
+    delta = _from_bytes(saddr, "big") - _from_bytes(info.saddr, "big")
+    if info.version == 4:
+        buf[l3 + 12 : l3 + 16] = saddr
+        c = l3 + 10
+        _pack_H(buf, c, 0xFFFF - ((0xFFFF - _unpack_H(buf, c)[0] + delta - 1) % 0xFFFF + 1))
+    else:
+        buf[l3 + 8 : l3 + 24] = saddr
+    if info.proto == IPPROTO_TCP and info.csum_off >= 0:
+        co = info.csum_off
+        _pack_H(buf, info.l4_off, sport)
+        delta += sport - info.sport
+        _pack_H(buf, co, 0xFFFF - ((0xFFFF - _unpack_H(buf, co)[0] + delta - 1) % 0xFFFF + 1))
         info.sport = sport
+    else:
+        _l4_update(buf, info, delta, 0, info.sport, sport)
+        if info.has_ports:
+            info.sport = sport
+    info.saddr = bytes(saddr)
 
 
 def _nat_icmp(buf, info: PacketInfo, inner: PacketInfo, addr: bytes, port: int,

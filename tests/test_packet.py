@@ -445,3 +445,11 @@ def test_may_send_icmp_error():
     assert not P.may_send_icmp_error(mc, parse(mc))
     err6 = bytes(IPv6() / ICMPv6DestUnreach() / Raw(bytes(IPv6() / UDP())))
     assert not P.may_send_icmp_error(err6, parse(err6))
+
+
+@pytest.mark.parametrize("n", [2049, 2050, 9000, 65535])
+def test_checksum_large_buffers(n):
+    data = bytes((i * 7919 + 13) & 0xFF for i in range(n))
+    assert P.checksum(data) == scapy_checksum(data)
+    assert P.checksum(bytearray(data)) == scapy_checksum(data)
+    assert P.checksum(bytes(n)) == 0xFFFF
