@@ -1,0 +1,1 @@
+"""Example third-party schedulers (see schedulers/README.md)."""

@@ -1,0 +1,79 @@
+"""Plugin schedulers loaded through schedulers.registry.lookup, as `pyvsadm -s
+path/to/file.py:Class` and `module:Class` do (registry.py; the kernel counterpart is
+register_ip_vs_scheduler() in net/netfilter/ipvs/ip_vs_sched.c), plus the registry
+knowing every built-in kernel scheduler name."""
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from engine.clock import VirtualClock
+from engine.service import DEST_F_OVERLOAD, IPVSError
+from schedulers import registry
+from schedulers.testing import build, dest, flow, make_env, name_of
+
+ROOT = Path(__file__).resolve().parent.parent
+A, B, C = "10.0.0.1", "10.0.0.2", "10.0.0.3"
+
+
+def test_all_builtins_available():
+    """Every kernel scheduler name registers (ip_vs_<name>.c -> schedulers/<name>.py)."""
+    assert registry.available() == list(registry.BUILTIN)
+    for name in registry.BUILTIN:
+        cls = registry.lookup(name)
+        assert cls.name == name
+        assert cls.__module__ == f"schedulers.{name}"
+        assert "ip_vs_" in (__import__(cls.__module__, fromlist=["x"]).__doc__ or "")
+
+
+def test_unknown_scheduler_enoent():
+    with pytest.raises(IPVSError) as e:
+        build("nosuch", [])
+    assert e.value.errno == 2
+
+
+def test_pick_k_via_path(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    cls = registry.lookup("schedulers/examples/pick_k.py:PickK")
+    assert cls is not None and cls.name == "pick_k"
+    spec = "schedulers/examples/pick_k.py:PickK"
+    t, svc = build(spec, [(A, 1), (B, 1), (C, 2)], env=make_env(seed=5))
+    for d, act in zip(svc.destinations, (10, 0, 10), strict=True):  # list C B A
+        d.activeconns = act
+    # with 3 destinations and k = 3 every one is sampled: B (0 active) wins
+    assert name_of(svc.scheduler.schedule(svc, flow())) == B
+    dest(svc, B).flags |= DEST_F_OVERLOAD
+    assert name_of(svc.scheduler.schedule(svc, flow())) == C  # 2560/2 < 2560/1
+    for d in svc.destinations:
+        d.flags |= DEST_F_OVERLOAD
+    assert svc.scheduler.schedule(svc, flow()) is None
+
+
+def test_pick_k_via_module_samples_k():
+    cls = registry.lookup("schedulers.examples.pick_k:PickK")
+    assert cls is not None
+    items = [(f"10.0.1.{i}", 1) for i in range(1, 11)]
+    t, svc = build("schedulers.examples.pick_k:PickK", items, env=make_env(seed=9))
+    got = Counter(name_of(svc.scheduler.schedule(svc, flow())) for _ in range(2000))
+    assert len(got) == 10  # all idle: the first draw wins, uniformly spread
+
+
+def test_least_response_via_path(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    spec = "schedulers/examples/least_response.py:LeastResponse"
+    assert registry.lookup(spec).name == "least_response"
+    clock = VirtualClock(0.0)
+    t, svc = build(spec, [(A, 1), (B, 1), (C, 1)], env=make_env(clock=clock))
+    s = svc.scheduler
+    a, b, c = dest(svc, A), dest(svc, B), dest(svc, C)
+    # nobody measured: all cost 0 -> first in list (C)
+    assert name_of(s.schedule(svc, flow())) == C
+    s.report(a, 0.010)
+    s.report(b, 0.050)
+    s.report(c, 0.200)
+    assert name_of(s.schedule(svc, flow())) == A
+    a.activeconns = 9  # 0.01 * 10 = 0.1 > 0.05 * 1
+    assert name_of(s.schedule(svc, flow())) == B
+    clock.advance(31)  # samples go stale -> cost 0 -> list order again
+    assert name_of(s.schedule(svc, flow())) == C
