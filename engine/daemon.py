@@ -15,10 +15,11 @@ import socket
 import time
 
 from engine import control
-from engine.director import DROP, FORWARD, Director
+from engine.director import Director
 from engine.io.nfqueue import NF_ACCEPT, NF_DROP, NfQueuePort
 from engine.plumbing import QUEUE_NUM, Plumbing
 from engine.sysctl import SysctlError
+from engine.verdict import DROP, FORWARD
 
 log = logging.getLogger("pyvs")
 
@@ -31,6 +32,14 @@ class RawSender:
     def __init__(self) -> None:
         self.v4 = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self.v6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        self.l2 = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+
+    def send_frame(self, ifname: str, frame: bytes) -> None:
+        """An Ethernet frame out of one interface (direct routing: only the MAC changed)."""
+        try:
+            self.l2.sendto(frame, (ifname, 0))
+        except OSError as err:
+            log.debug("could not send a frame on %s: %s", ifname, err)
 
     def send(self, packet: bytes) -> None:
         try:
@@ -43,9 +52,20 @@ class RawSender:
         except OSError as err:
             log.debug("could not send a generated packet: %s", err)
 
+    def flush(self, director: Director) -> None:
+        if director.outbox:
+            for packet in director.outbox:
+                self.send(packet)
+            director.outbox.clear()
+        if director.l2_outbox:
+            for ifname, frame in director.l2_outbox:
+                self.send_frame(ifname, frame)
+            director.l2_outbox.clear()
+
     def close(self) -> None:
         self.v4.close()
         self.v6.close()
+        self.l2.close()
 
 
 class Daemon:
@@ -122,10 +142,7 @@ class Daemon:
             verdicts = director.process([p.buf for p in batch], [p.mark for p in batch])
             port.send_verdicts(batch, [NF_DROP if v == DROP else NF_ACCEPT for v in verdicts],
                                [v == FORWARD for v in verdicts])
-            if director.outbox:
-                for packet in director.outbox:
-                    sender.send(packet)
-                director.outbox.clear()
+            sender.flush(director)
 
     # -- main loop ----------------------------------------------------------------------------
     def run(self) -> int:

@@ -27,13 +27,20 @@ from engine.conntable import (
     set_active,
     unbind_dest,
 )
-from engine.packet import Malformed, PacketInfo, build_icmp_unreachable, parse, parse_icmp_error
+from engine.packet import (
+    Malformed,
+    PacketInfo,
+    build_icmp_unreachable,
+    l4_checksum_ok,
+    may_send_icmp_error,
+    parse,
+    parse_icmp_error,
+)
 from engine.service import (
     AF_INET,
     CONN_F_NOOUTPUT,
     CONN_F_ONE_PACKET,
     CONN_TAB_SIZE,
-    FWD_LOCALNODE,
     FWD_MASQ,
     IPPROTO_TCP,
     IPPROTO_UDP,
@@ -45,13 +52,12 @@ from engine.service import (
 )
 from engine.stats import Estimator
 from engine.sysctl import Sysctl
-from forwarders import nat
+from engine.verdict import ACCEPT, DROP, FORWARD
+from forwarders import default_forwarders, nat
 from schedulers.base import SchedulerEnv
 
 log = logging.getLogger("pyvs.director")
 
-ACCEPT, FORWARD, DROP = 0, 1, 2
-VERDICT_NAMES = ("accept", "forward", "drop")
 
 IPPROTO_ICMP = 1
 IPPROTO_ICMPV6 = 58
@@ -84,7 +90,9 @@ class Director:
         self.total = Stats()
         self.estimator = Estimator()
         self.drops: Counter[str] = Counter()
-        self.outbox: list[bytes] = []
+        self.outbox: list[bytes] = []  # IP packets to route through the director's stack
+        self.l2_outbox: list[tuple[str, bytes]] = []  # (interface, Ethernet frame)
+        self.forwarders = default_forwarders()
 
     # -- the control surface used by pyvsadm --------------------------------------------------
     def now(self) -> float:
@@ -284,7 +292,8 @@ class Director:
         if svc.port == FTPPORT and info.dport != FTPPORT:
             return ACCEPT
         log.debug("no destination available for %r", svc)
-        self.outbox.append(build_icmp_unreachable(buf, info, info.daddr))
+        if may_send_icmp_error(buf, info):
+            self.outbox.append(build_icmp_unreachable(buf, info, info.daddr))
         self.drops["no-destination"] += 1
         return DROP
 
@@ -320,11 +329,11 @@ class Director:
             conn.timeout = self.timeouts.udp
 
     def _xmit_to_real(self, buf: bytearray, info: PacketInfo, conn: Conn) -> int:
-        if conn.fwd == FWD_MASQ or conn.fwd == FWD_LOCALNODE:  # LOCALNODE: NAT rewrite too
-            nat.dnat(buf, info, conn.daddr, conn.dport)
-            return FORWARD
-        self.drops["fwd-method-unsupported"] += 1
-        return DROP
+        forwarder = self.forwarders.get(conn.fwd)
+        if forwarder is None:
+            self.drops["fwd-method-unsupported"] += 1
+            return DROP
+        return forwarder.to_real(self, buf, info, conn)
 
     def _release(self, conn: Conn, now: float) -> None:
         """ip_vs_conn_put(): re-arm the timer; one-packet entries die here."""
@@ -361,7 +370,10 @@ class Director:
 
     # ICMP errors (ip_vs_in_icmp / ip_vs_out_icmp) ----------------------------------------------
     def _icmp(self, buf: bytearray, info: PacketInfo, now: float) -> int:
-        inner = parse_icmp_error(buf, info)
+        try:
+            inner = parse_icmp_error(buf, info)
+        except Malformed:
+            return ACCEPT  # "The packet looks wrong, ignore" (ip_vs_in_icmp)
         if inner is None:
             return ACCEPT  # echo and friends: not IPVS business
         if inner.proto != IPPROTO_TCP and inner.proto != IPPROTO_UDP:
@@ -369,6 +381,9 @@ class Director:
         if inner.is_frag and not inner.first_frag:
             return ACCEPT
         table = self.conntable
+        if not l4_checksum_ok(buf, info):
+            self.drops["bad-icmp-checksum"] += 1
+            return DROP
         # From a real server about a request it got (embedded client -> RS): NAT out.
         conn = table.out_get(inner.proto, inner.daddr, inner.dport, inner.saddr, inner.sport)
         if conn is not None and conn.fwd == FWD_MASQ:
@@ -381,9 +396,10 @@ class Director:
         if conn is None:
             return ACCEPT
         self._in_stats(conn, info.ip_len)
-        if conn.fwd == FWD_MASQ:
-            nat.dnat_icmp(buf, info, inner, conn.daddr, conn.dport)
-            self._release(conn, now)
-            return FORWARD
-        self.drops["fwd-method-unsupported"] += 1
-        return DROP
+        forwarder = self.forwarders.get(conn.fwd)
+        if forwarder is None:
+            self.drops["fwd-method-unsupported"] += 1
+            return DROP
+        verdict = forwarder.icmp_to_real(self, buf, info, inner, conn)
+        self._release(conn, now)
+        return verdict

@@ -1,0 +1,41 @@
+"""Forwarding methods (ip_vs_xmit.c): one module per method, one object per method.
+
+A Forwarder takes a request packet already bound to a connection and gets it to the
+real server.  It returns the director's verdict:
+  FORWARD - the buffer was rewritten in place; the port sends it on (reinjects it);
+  DROP    - the forwarder sent what it had to itself, through director.outbox (IP
+            packets routed by the director's stack) or director.l2_outbox
+            ((interface name, Ethernet frame) pairs sent on that interface).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.conntable import Conn
+    from engine.director import Director
+    from engine.packet import PacketInfo
+
+
+class Forwarder:
+    name = ""
+
+    def to_real(self, director: Director, buf: bytearray, info: PacketInfo,
+                conn: Conn) -> int:
+        raise NotImplementedError
+
+    def icmp_to_real(self, director: Director, buf: bytearray, info: PacketInfo,
+                     inner: PacketInfo, conn: Conn) -> int:
+        """An ICMP error from the client side about this connection (ip_vs_in_icmp)."""
+        raise NotImplementedError
+
+
+def default_forwarders() -> dict[int, Forwarder]:
+    """Forwarding method number (FWD_*) -> forwarder."""
+    from engine.service import FWD_LOCALNODE, FWD_MASQ
+    from forwarders.nat import Masquerade
+
+    masq = Masquerade()
+    table: dict[int, Forwarder] = {FWD_MASQ: masq, FWD_LOCALNODE: masq}
+    return table

@@ -39,6 +39,8 @@ from engine.packet import (
     set_ipv4_header_csum,
     set_l4_checksum,
 )
+from engine.verdict import FORWARD
+from forwarders import Forwarder
 
 __all__ = ["dnat", "snat", "dnat_icmp", "snat_icmp"]
 
@@ -172,3 +174,17 @@ def snat_icmp(buf, info: PacketInfo, inner: PacketInfo, saddr: bytes, sport: int
     Outer IP src := saddr (VIP), quoted dst := saddr, quoted dst port := sport (vport).
     """
     _nat_icmp(buf, info, inner, saddr, sport, False)
+
+
+class Masquerade(Forwarder):
+    """ip_vs_nat_xmit: rewrite the destination to the real server; the stack routes it."""
+
+    name = "Masq"
+
+    def to_real(self, director, buf, info, conn) -> int:
+        dnat(buf, info, conn.daddr, conn.dport)
+        return FORWARD
+
+    def icmp_to_real(self, director, buf, info, inner, conn) -> int:
+        dnat_icmp(buf, info, inner, conn.daddr, conn.dport)
+        return FORWARD

@@ -11,7 +11,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror
 from scapy.packet import Raw
 
 from engine.clock import VirtualClock
-from engine.director import ACCEPT, DROP, FORWARD, Director
+from engine.director import Director
 from engine.service import (
     AF_INET,
     FWD_MASQ,
@@ -21,6 +21,7 @@ from engine.service import (
     ServiceSpec,
     pack_addr,
 )
+from engine.verdict import ACCEPT, DROP, FORWARD
 
 VIP = "198.18.1.1"
 RS = ["198.18.2.10", "198.18.2.11", "198.18.2.12"]
