@@ -25,7 +25,8 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test,bench]'
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test,bench]' \
+  >.venv/pip-install.log 2>&1 || { cat .venv/pip-install.log >&2; exit 1; }
 
 case "${1:-demo}" in
   demo) shift || true; exec .venv/bin/pyvs demo "$@" ;;
