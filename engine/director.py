@@ -15,6 +15,7 @@ forwarders, state tables in engine/tcpstate.py, the table in engine/conntable.py
 from __future__ import annotations
 
 import logging
+import socket
 from collections import Counter
 
 from engine import tcpstate
@@ -69,6 +70,17 @@ TCP_SYN, TCP_RST = tcpstate.TCP_SYN, tcpstate.TCP_RST
 SCHED_IGNORED, SCHED_NODEST, SCHED_FATAL = 1, 0, -1
 
 
+def route_source(dst: bytes) -> bytes | None:
+    """The address the director's stack would send from toward dst (no packet is sent)."""
+    family = socket.AF_INET if len(dst) == 4 else socket.AF_INET6
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((socket.inet_ntop(family, dst), 9))
+        except OSError:
+            return None
+        return socket.inet_pton(family, probe.getsockname()[0])
+
+
 def mask_addr(addr: bytes, netmask: int) -> bytes:
     """Template client part: IPv4 addr & mask (int), IPv6 first `netmask` bits."""
     if len(addr) == 4:
@@ -93,6 +105,7 @@ class Director:
         self.outbox: list[bytes] = []  # IP packets to route through the director's stack
         self.l2_outbox: list[tuple[str, bytes]] = []  # (interface, Ethernet frame)
         self.forwarders = default_forwarders()
+        self.services.unlink_hooks.append(self._expire_nodest_conns)
 
     # -- the control surface used by pyvsadm --------------------------------------------------
     def now(self) -> float:
@@ -182,7 +195,7 @@ class Director:
         if conn is None:
             svc = self.services.find(info.af, proto, info.daddr, info.dport, mark)
             if svc is None:
-                return ACCEPT
+                return self._unmatched(buf, info)
             if proto == IPPROTO_TCP:
                 # tcp_conn_schedule(): RST never creates; no SYN only with sloppy_tcp
                 if info.tcp_flags & TCP_RST:
@@ -202,6 +215,34 @@ class Director:
         conn.in_pkts += 1
         self._release(conn, now)
         return verdict
+
+    def _unmatched(self, buf: bytearray, info: PacketInfo) -> int:
+        """No service: pass, except a NAT reply with no entry under nat_icmp_send=1
+        (ip_vs_out_hook: ICMP port unreachable to the real server, not for a TCP RST)."""
+        if (self.sysctl.nat_icmp_send
+                and not (info.proto == IPPROTO_TCP and info.tcp_flags & TCP_RST)
+                and self.services.has_real_service(info.af, info.proto, info.saddr,
+                                                   info.sport)):
+            source = route_source(info.saddr)
+            if source is not None and may_send_icmp_error(buf, info):
+                self.outbox.append(build_icmp_unreachable(buf, info, source))
+            self.drops["nat-reply-without-entry"] += 1
+            return DROP
+        return ACCEPT
+
+    def _expire_nodest_conns(self, dest) -> None:
+        """ip_vs_expire_nodest_conn_flush(): with expire_nodest_conn=1, deleting a
+        destination expires its connections (and templates left controlling nothing)."""
+        if not self.sysctl.expire_nodest_conn:
+            return
+        table = self.conntable
+        for conn in table.entries():
+            if conn.dest is not dest or conn.n_control:
+                continue
+            control = conn.control
+            table.remove(conn)
+            if control is not None and not control.n_control:
+                table.remove(control)
 
     @staticmethod
     def _new_conn_expected(conn: Conn, reuse_mode: int) -> bool:

@@ -246,6 +246,7 @@ class ServiceTable:
         self._port21 = 0  # number of TCP services on port 21 (FTP data fallback)
         self._port0 = 0  # number of port-0 services
         self.generation = 0  # bumped on every change (for the plumbing to resync)
+        self.unlink_hooks: list = []  # called with each destination that is deleted
 
     # -- lookup (ip_vs_service_find) -------------------------------------------------
     def find(self, af: int, protocol: int, addr: bytes, port: int,
@@ -409,6 +410,8 @@ class ServiceTable:
         dest.idle_start = now
         self.trash.append(dest)
         self.generation += 1
+        for hook in self.unlink_hooks:
+            hook(dest)
 
     def _trash_get(self, svc: VirtualService, spec: DestSpec) -> Destination | None:
         for dest in self.trash:
@@ -429,6 +432,16 @@ class ServiceTable:
             elif now - dest.idle_start < DEST_TRASH_PERIOD:
                 keep.append(dest)
         self.trash = keep
+
+    def has_real_service(self, af: int, protocol: int, addr: bytes, port: int) -> bool:
+        """ip_vs_has_real_service(): a NAT destination with this address and port exists."""
+        for svc in self.services.values():
+            if svc.af != af or (svc.protocol != protocol and not svc.fwmark):
+                continue
+            for d in svc.destinations:
+                if d.addr == addr and d.port == port and d.fwd == FWD_MASQ:
+                    return True
+        return False
 
     def zero(self, key: tuple | None) -> None:
         """ipvsadm -Z: the kernel zeroes by snapshot; we keep plain counters."""

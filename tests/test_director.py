@@ -278,3 +278,32 @@ def test_malformed_packets_are_counted_and_dropped_and_service_continues(junk, r
     verdicts = d.process([bytearray(junk), tcp()])
     assert verdicts == [DROP, FORWARD]
     assert d.drops[reason] == 1
+
+
+def test_expire_nodest_conn_sweeps_a_deleted_destinations_entries():
+    """ip_vs_conn.c ip_vs_expire_nodest_conn_flush: runs when a dest is deleted."""
+    d, clock, key = make("rr", weights=(1, 1))
+    for n in range(4):
+        send(d, tcp(sport=40000 + n))
+    victim = RS[1]  # list order .11, .10: the first connection went to .11
+    d.services.del_dest(key, AF_INET, pack_addr(victim), 80, clock.now())
+    assert len(d.conntable) == 4  # default: entries stay (their packets are dropped)
+    d.sysctl.set("expire_nodest_conn", 1)
+    d.services.del_dest(key, AF_INET, pack_addr(RS[0]), 80, clock.now())
+    assert {c.daddr for c in d.conntable.entries()} == {pack_addr(victim)}
+
+
+def test_nat_icmp_send_answers_unmatched_replies_from_real_servers(monkeypatch):
+    import engine.director
+
+    monkeypatch.setattr(engine.director, "route_source", lambda dst: pack_addr("198.18.2.1"))
+    d, _, _ = make("rr", weights=(1,))
+    stray = tcp(src=RS[0], sport=80, dst="198.18.0.10", dport=41000, flags="A")
+    assert send(d, bytearray(stray))[0] == ACCEPT
+    d.sysctl.set("nat_icmp_send", 1)
+    assert send(d, bytearray(stray))[0] == DROP
+    icmp = IP(d.outbox[-1])
+    assert icmp.dst == RS[0] and icmp[ICMP].type == 3 and icmp[ICMP].code == 3
+    assert icmp.src == "198.18.2.1"  # the director's own address toward the real server
+    rst = tcp(src=RS[0], sport=80, dst="198.18.0.10", dport=41000, flags="R")
+    assert send(d, rst)[0] == ACCEPT
