@@ -21,7 +21,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="pyvs[%(process)d] %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    return Daemon().run()
+    daemon = Daemon()
+    if args.rules:
+        from engine.config import RulesError, load_rules
+
+        try:
+            count = load_rules(args.rules, daemon.director)
+        except RulesError as err:
+            sys.stderr.write(f"pyvs: {err}\n")
+            return 1
+        logging.getLogger("pyvs").info("%d rules loaded from %s", count, args.rules)
+    return daemon.run()
 
 
 def cmd_sysctl(args: argparse.Namespace) -> int:
@@ -75,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="cmd", required=True)
 
     run = sub.add_parser("run", help="run the director in this network namespace")
+    run.add_argument("--rules", metavar="FILE",
+                     help="ipvsadm rules to load at start (the format `pyvsadm -S` prints)")
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"])
     run.set_defaults(func=cmd_run)

@@ -127,7 +127,12 @@ class Daemon:
                 if control.peer_uid(conn) != 0:
                     reply = {"rc": 1, "out": "", "err": "Permission denied (you must be root)\n"}
                 else:
-                    reply = self.handle_request(control.read_request(conn))
+                    request = control.read_request(conn)
+                    try:
+                        reply = self.handle_request(request)
+                    except Exception as err:  # always answer; the director keeps running
+                        log.exception("control request %r failed", request.get("op"))
+                        reply = {"rc": 1, "out": "", "err": f"pyvs: internal error: {err}\n"}
                 control.send_reply(conn, reply)
             except (OSError, ValueError) as err:
                 log.warning("control request failed: %s", err)
