@@ -1,4 +1,4 @@
-"""The `pyvs` command: run | sysctl | lab | demo."""
+"""The `pyvs` command: run | sysctl | lab | realserver | demo."""
 
 from __future__ import annotations
 
@@ -72,6 +72,17 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_realserver(args: argparse.Namespace) -> int:
+    """Userspace tunnel endpoint of an LVS-TUN real server (engine/realserver.py)."""
+    _need_root()
+    from engine.realserver import RealServer
+
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="pyvs-realserver[%(process)d] %(levelname)s: %(message)s",
+                        stream=sys.stderr)
+    return RealServer(args.tun_name, args.mtu, args.gue_port, args.ready_file).run()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     _need_root()
     from engine.demo import run_demo
@@ -101,13 +112,23 @@ def build_parser() -> argparse.ArgumentParser:
     lab = sub.add_parser("lab", help="build or remove a network-namespace lab")
     labsub = lab.add_subparsers(dest="lab_cmd", required=True)
     up = labsub.add_parser("up")
-    up.add_argument("--mode", default="nat", choices=["nat"])
+    up.add_argument("--mode", default="nat", choices=["nat", "dr", "tun"])
     up.add_argument("--real-servers", type=int, default=3)
     up.add_argument("--clients", type=int, default=2)
     up.add_argument("--name")
     down = labsub.add_parser("down")
     down.add_argument("name")
     lab.set_defaults(func=cmd_lab)
+
+    rs = sub.add_parser("realserver", help="tunnel-mode real server: decapsulate IPIP/GUE "
+                        "into a TUN device (for hosts without the ipip module)")
+    rs.add_argument("--tun-name", default="pyvstun0")
+    rs.add_argument("--mtu", type=int, default=1480)
+    rs.add_argument("--gue-port", type=int, default=0, help="also accept GUE on this UDP port")
+    rs.add_argument("--ready-file", help="written once the device and sockets are ready")
+    rs.add_argument("--log-level", default="info",
+                    choices=["debug", "info", "warning", "error"])
+    rs.set_defaults(func=cmd_realserver)
 
     demo = sub.add_parser("demo", help="NAT lab + pyvs + curl: show the balancing")
     demo.add_argument("--requests", type=int, default=30)

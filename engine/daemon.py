@@ -185,6 +185,7 @@ class Daemon:
                         self.director.drops["engine-error"] += 1
                 if time.monotonic() >= next_tick:
                     self.director.tick()
+                    sender.flush(self.director)  # what the tick queued (DR neighbours)
                     next_tick = time.monotonic() + TICK
         finally:
             for s, handler in old.items():

@@ -138,6 +138,10 @@ class Director:
             expire = getattr(svc.scheduler, "expire", None)
             if expire is not None:
                 expire(now)
+        for fwd in {id(f): f for f in self.forwarders.values()}.values():
+            fwd_tick = getattr(fwd, "tick", None)
+            if fwd_tick is not None:
+                fwd_tick(self)  # e.g. DR: packets waiting for a neighbour (l2_outbox)
 
     # -- the packet path ------------------------------------------------------------------------
     def process(self, batch: list[bytearray], marks: list[int] | None = None) -> list[int]:

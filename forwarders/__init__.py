@@ -6,6 +6,8 @@ real server.  It returns the director's verdict:
   DROP    - the forwarder sent what it had to itself, through director.outbox (IP
             packets routed by the director's stack) or director.l2_outbox
             ((interface name, Ethernet frame) pairs sent on that interface).
+A forwarder may also have ``tick(director)``, called from Director.tick() (periodic
+work: neighbour resolution, cache invalidation); what it queues is sent after the tick.
 """
 
 from __future__ import annotations
@@ -33,9 +35,14 @@ class Forwarder:
 
 def default_forwarders() -> dict[int, Forwarder]:
     """Forwarding method number (FWD_*) -> forwarder."""
-    from engine.service import FWD_LOCALNODE, FWD_MASQ
+    from engine.neigh import KernelRoutes
+    from engine.service import FWD_DROUTE, FWD_LOCALNODE, FWD_MASQ, FWD_TUNNEL
+    from forwarders.dr import DirectRoute
     from forwarders.nat import Masquerade
+    from forwarders.tun import Tunnel
 
     masq = Masquerade()
-    table: dict[int, Forwarder] = {FWD_MASQ: masq, FWD_LOCALNODE: masq}
+    routes = KernelRoutes()  # shared route/neighbour cache; opens netlink on first use
+    table: dict[int, Forwarder] = {FWD_MASQ: masq, FWD_LOCALNODE: masq,
+                                   FWD_DROUTE: DirectRoute(routes), FWD_TUNNEL: Tunnel(routes)}
     return table

@@ -1,0 +1,113 @@
+"""Direct routing (``-g``, gatewaying), as ``ip_vs_dr_xmit[_v6]``.
+
+The IP packet is not changed except for the TTL / hop limit (and the IPv4 header
+checksum, incrementally, as ip_decrease_ttl).  It is sent on the link to the real
+server's own link-layer address: the real server is the next hop ("known next hop"),
+the IP destination stays the VIP.  The real server must therefore be on-link: a route
+toward it through a gateway is refused (counted ``dr-not-on-link``).
+
+Route and neighbour come from the kernel's tables (engine/neigh.py).  While the
+neighbour is being resolved the packets wait in a bounded queue (like the kernel's
+``unres_qlen``), flushed from ``tick()`` when the kernel reports the entry resolved and
+dropped after ``RESOLVE_TIMEOUT`` (counted ``neigh-failed``).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from engine.neigh import RESOLVE_TIMEOUT, KernelRoutes, Pending, Route
+from engine.packet import PacketInfo, dec_ttl
+from engine.verdict import ACCEPT, DROP
+from forwarders.tun import _RoutedForwarder, fragment_v4
+
+ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
+_ETYPE = {4: struct.pack("!H", ETH_P_IP), 6: struct.pack("!H", ETH_P_IPV6)}
+
+
+def ethernet_frame(dst_mac: bytes, src_mac: bytes, packet: bytes | bytearray) -> bytes:
+    """Ethernet II frame around one IP packet (EtherType from the IP version)."""
+    return b"".join((dst_mac, src_mac, _ETYPE[packet[0] >> 4], packet))
+
+
+def dr_rewrite(buf: bytearray, info: PacketInfo) -> None:
+    """Everything DR does to the IP packet itself: TTL - 1, IPv4 checksum fixed."""
+    dec_ttl(buf, info)
+
+
+class DirectRoute(_RoutedForwarder):
+    name = "Route"
+
+    def __init__(self, routes: KernelRoutes | None = None) -> None:
+        super().__init__(routes)
+        self.pending: dict[tuple[int, bytes], tuple[Route, Pending]] = {}
+
+    def to_real(self, director, buf, info, conn) -> int:
+        return self._xmit(director, buf, info, conn, False)
+
+    def icmp_to_real(self, director, buf, info, inner, conn) -> int:
+        return self._xmit(director, buf, info, conn, True)
+
+    def _xmit(self, director, buf, info: PacketInfo, conn, icmp: bool) -> int:
+        routes = self.routes
+        daddr = conn.daddr
+        route = routes.route(daddr)
+        if route is None:
+            director.drops["no-route"] += 1
+            return DROP
+        if route.local:
+            return ACCEPT  # local real server: the director's own stack takes it
+        if route.gateway is not None:
+            director.drops["dr-not-on-link"] += 1
+            return DROP
+        if info.ttl <= 1:
+            return self.time_exceeded(director, buf, info)
+        dr_rewrite(buf, info)
+        l3 = info.l3_off
+        packet = bytes(buf[l3 : l3 + info.ip_len])
+        packets = [packet]
+        if info.ip_len > route.mtu:
+            if info.version == 6 or info.df:
+                return self.too_big(director, buf, info, route.mtu, icmp)
+            packets = fragment_v4(packet, route.mtu, self.next_ident())
+        key = (route.ifindex, daddr)
+        waiting = self.pending.get(key)
+        if waiting is not None:
+            if key in routes.poll():
+                self._try_flush(director, key)
+                waiting = self.pending.get(key)
+            if waiting is not None:
+                for p in packets:
+                    if not waiting[1].push(p, None):
+                        director.drops["neigh-queue-full"] += 1
+                return DROP
+        mac = routes.mac(route, daddr)
+        if mac is None:
+            pend = Pending(routes.clock())
+            for p in packets:
+                pend.push(p, None)
+            self.pending[key] = (route, pend)
+            return DROP
+        out = director.l2_outbox
+        for p in packets:
+            out.append((route.ifname, ethernet_frame(mac, route.lladdr, p)))
+        return DROP
+
+    def _try_flush(self, director, key) -> None:
+        route, pend = self.pending[key]
+        mac = self.routes.mac(route, key[1])
+        if mac is not None:
+            for p, _ in pend.frames:
+                director.l2_outbox.append((route.ifname, ethernet_frame(mac, route.lladdr, p)))
+            del self.pending[key]
+        elif self.routes.clock() - pend.since > RESOLVE_TIMEOUT:
+            director.drops["neigh-failed"] += len(pend.frames)
+            del self.pending[key]
+
+    def tick(self, director) -> None:
+        """Periodic: take kernel notifications, flush resolved queues, expire failed ones."""
+        if self._routes is None:
+            return
+        self._routes.poll()
+        for key in list(self.pending):
+            self._try_flush(director, key)
