@@ -12,13 +12,25 @@ In tests use ``NatLab`` as a context manager instead.
 from __future__ import annotations
 
 from .netns import LabError
-from .topology import LABS, Lab, NatLab, cleanup_stale, down_by_name, lab_namespaces, url
+from .topology import (
+    LABS,
+    DrLab,
+    Lab,
+    NatLab,
+    TunLab,
+    cleanup_stale,
+    down_by_name,
+    lab_namespaces,
+    url,
+)
 
 __all__ = [
     "LABS",
+    "DrLab",
     "Lab",
     "LabError",
     "NatLab",
+    "TunLab",
     "cleanup_stale",
     "down_by_name",
     "lab_down",

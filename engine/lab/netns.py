@@ -217,6 +217,41 @@ def add_route(ns: str, dst: str, via: str) -> None:
         ipr.route("add", dst=dst, gateway=str(gw), family=family)
 
 
+def add_onlink_route(ns: str, dst: str, ifname: str) -> None:
+    """``ip -n NS route add DST dev IF`` (a directly connected network, no gateway)."""
+    n = check_lab_prefix(dst)
+    with NetNS(ns) as ipr:
+        ipr.route("add", dst=str(n), oif=_index(ipr, ifname), scope=253,
+                  family=10 if n.version == 6 else 2)
+
+
+def add_source_route(ns: str, src: str, via: str, table: int) -> None:
+    """Policy routing: packets *from* ``src`` use table ``table`` whose default route is
+    ``via`` (``ip rule add from SRC table T; ip route add default via GW table T``).
+    Both addresses must be lab addresses."""
+    s = ipaddress.ip_address(src)
+    gw = ipaddress.ip_address(via)
+    check_lab_prefix(f"{s}/{s.max_prefixlen}")
+    check_lab_prefix(f"{gw}/{gw.max_prefixlen}")
+    family = 10 if gw.version == 6 else 2
+    with NetNS(ns) as ipr:
+        ipr.rule("add", family=family, src=str(s), src_len=s.max_prefixlen, table=table,
+                 priority=100)
+        ipr.route("add", dst="default", gateway=str(gw), table=table, family=family)
+
+
+def link_stats(ns: str) -> dict[str, dict[str, int]]:
+    """Per-interface counters of a namespace: {ifname: {rx_bytes, rx_packets, tx_bytes,
+    tx_packets}} (``ip -s link``)."""
+    out = {}
+    with NetNS(ns) as ipr:
+        for link in ipr.get_links():
+            st = link.get("IFLA_STATS64") or {}
+            out[link.get("IFLA_IFNAME")] = {k: int(st.get(k, 0)) for k in (
+                "rx_bytes", "rx_packets", "tx_bytes", "tx_packets")}
+    return out
+
+
 def addrs(ns: str, ifname: str | None = None) -> list[str]:
     """Addresses (``addr/prefixlen``) configured in a namespace (optionally one link)."""
     out = []
