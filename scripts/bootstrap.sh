@@ -12,7 +12,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 need=()
-for tool in ip:iproute2 iptables:iptables nft:nftables curl:curl socat:socat python3:python3; do
+for tool in ip:iproute2 iptables:iptables nft:nftables curl:curl socat:socat python3:python3 \
+            cc:gcc wrk:wrk; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)

@@ -1,0 +1,98 @@
+"""Smoke tests of the benchmark harness's building blocks, at tiny scale.
+
+Behaviour only (packets counted, searches converge, reports written); nothing here
+asserts a speed.  The lab test builds a BenchLab (client -> director -> sink) and
+sends 1000 packets through plain kernel forwarding.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from bench import traffic
+
+
+def synthetic(capacity: float):
+    """A forwarder that loses everything above ``capacity`` pps (and a little noise
+    of the generator: it sends 99 % of what it is asked)."""
+
+    def trial(rate: float) -> traffic.Trial:
+        sent = int(rate * 0.99)
+        received = min(sent, int(capacity))
+        return traffic.Trial(offered=rate, sent=sent, received=received, elapsed=1.0,
+                             loss=1 - received / sent if sent else 1.0)
+
+    return trial
+
+
+@pytest.mark.parametrize("capacity", [5_000, 90_000, 400_000])
+def test_search_converges_on_synthetic_loss_model(capacity):
+    res = traffic.search_loss_free(synthetic(capacity), hi=1_000_000, ratio=1.05,
+                                   max_trials=20)
+    assert not res.limited_by_generator
+    assert capacity / 1.06 <= res.rate <= capacity
+    assert all(t.loss < traffic.LOSS_THRESHOLD for t in res.trials if t.sent_pps == res.rate)
+
+
+def test_search_reports_generator_limit_and_total_failure():
+    res = traffic.search_loss_free(synthetic(2_000_000), hi=1_000_000)
+    assert res.limited_by_generator and len(res.trials) == 1
+    res = traffic.search_loss_free(synthetic(10), hi=1_000_000, max_trials=5)
+    assert res.rate == 0 and len(res.trials) <= 5
+
+
+def test_median_search_picks_the_middle_run():
+    runs = [traffic.SearchResult(rate=r) for r in (3.0, 1.0, 2.0)]
+    assert traffic.median_search(runs).rate == 2.0
+
+
+def test_conntable_memory_counts_every_entry():
+    from bench import conn_memory
+
+    res = conn_memory.measure(2000)
+    assert res["entries"] == 2000
+    assert res["rss_delta_bytes"] >= 0
+
+
+def test_report_lands_between_the_markers(tmp_path):
+    from bench.__main__ import MARK_END, MARK_START, markdown, write_readme
+
+    res = {"meta": {"started": "now", "mode": "quick", "commit": "x", "cpus": 2,
+                    "kernel": "k", "duration_s": 1},
+           "generator": {}, "throughput": [
+               {"case": "kernel IP forwarding", "pps_loss_free": 1000, "pps_flat_out": 900,
+                "ratio_to_kernel_forwarding": 1.0},
+               {"case": "pyvs NAT (ring)", "pyvs_loss_free": None, "pps_loss_free": None,
+                "pps_flat_out": None, "skipped": "not available"}],
+           "tcp_connections": [], "latency": [], "conntable_memory": [], "notes": []}
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{MARK_START}\nold\n{MARK_END}\noutro\n")
+    write_readme(res, readme)
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n")
+    assert "old" not in text and "| kernel IP forwarding | 1,000 | 900 |" in text
+    assert "not available" in markdown(res)
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(shutil.which("nft") is None, reason="needs nftables (nft)")
+def test_generator_through_kernel_forwarding(lab_env):
+    from bench import tools
+    from engine.lab.benchtopo import ECHO_PORT, FLOOD_PORT, BenchLab
+
+    built = tools.build_all()
+    with BenchLab(tools=built) as lab:
+        raw = traffic.Gen(built["gen"], raw={"ifname": lab.CLIENT_IF, "src": lab.CLIENT,
+                                             "dmac": lab.mac("director", lab.DIR_IN_IF)})
+        for gen in (raw, traffic.Gen(built["gen"])):
+            before = lab.counter()
+            rep = traffic.flood(lab, gen, lab.SINK, FLOOD_PORT, count=1000, rate=20_000,
+                                duration=5)
+            assert rep["sent"] == 1000
+            assert traffic.settle(lab.counter) - before == 1000
+        t = traffic.trial(lab, raw, lab.SINK, FLOOD_PORT, rate=5000, duration=0.2)
+        assert t.sent > 0 and t.received == t.sent and t.loss == 0
+        pp = traffic.pingpong(lab, built["gen"], lab.SINK, ECHO_PORT, count=50, duration=3)
+        assert pp["received"] == 50 and 0 < pp["p50_us"] <= pp["p99_us"]
