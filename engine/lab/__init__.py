@@ -41,7 +41,7 @@ __all__ = [
 
 
 def lab_up(mode: str, real_servers: int, clients: int, name: str | None = None) -> dict:
-    """Build a lab of ``mode`` ("nat"), start one real server (HTTP :80, UDP :53) per
+    """Build a lab of ``mode`` ("nat", "dr" or "tun"), start one real server (HTTP :80, UDP :53) per
     real-server namespace, detached, and return the lab's ``describe()``."""
     try:
         cls = LABS[mode]
