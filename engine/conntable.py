@@ -8,6 +8,30 @@ When a key is taken again (after a reschedule) the newest entry wins the index,
 while the old one lives on until it expires, as in the kernel's hash chains.
 Binding to a destination moves its active/inactive/persistent counters and the
 OVERLOAD flag exactly as ip_vs_bind_dest()/ip_vs_unbind_dest() do.
+
+Compact storage (a million entries in about 200 bytes each):
+  * the in index is keyed by one packed integer (``pack_key``: protocol, source
+    addr:port, destination addr:port -- the fields of the packet that looks the
+    entry up, so the batch fast path in engine/fastpath.py builds the same integers
+    from header bytes);
+  * a connection stores its in key and nothing else of the client/virtual side:
+    ``caddr``, ``cport``, ``vaddr``, ``vport``, ``protocol`` and ``af`` are decoded
+    from it on demand; templates (few, and rewritten by neutralize_template) keep
+    plain attributes;
+  * there is no out index: a NAT reply (real server rs:rport -> client c:cport) is
+    found through ``rs_vips``, which maps (protocol, rs, rport) to the virtual
+    addr:port pairs that currently have MASQ entries toward it (refcounted, usually
+    one), by looking up the in key (c, cport, vip, vport) and checking that entry's
+    real server; when two live entries share one reply tuple (one client port
+    talking to two VIPs served by the same rs:port) the newest is recorded in
+    ``out_override``, so the newest wins as in the kernel's hash chain;
+  * membership is the CONN_F_HASHED flag, not a fourth dict; entries that lost their
+    index slot (rescheduled with controlled entries, neutralized templates) sit in a
+    small side dict until they expire;
+  * flag values are interned and expiry deadlines of one batch share one float, so
+    an entry owns no small objects besides its two keys;
+  * the timer wheel files an entry once and re-files it only when its deadline moves
+    earlier (or its slot comes up), so a busy entry costs nothing per packet there.
 """
 
 from __future__ import annotations
@@ -18,6 +42,8 @@ from typing import TYPE_CHECKING
 from engine import tcpstate
 from engine.clock import Clock, TimerWheel
 from engine.service import (
+    AF_INET,
+    AF_INET6,
     CONN_F_INACTIVE,
     CONN_F_NOOUTPUT,
     CONN_F_ONE_PACKET,
@@ -38,37 +64,106 @@ CONN_F_TEMPLATE = 0x1000
 CTPL_NONE, CTPL_ASSURED = 0, 1
 NEW_CONN_TIMEOUT = 3  # ip_vs_conn_new(): 3*HZ until the first state transition
 
+V6_KEY = 1 << 304  # marks an IPv6 key: no IPv4 key reaches this bit
+_M32 = 0xFFFFFFFF
+_M128 = (1 << 128) - 1
+_FLAGS: dict[int, int] = {}  # interned flag values
+_MISSING = object()
+
+
+def _intern(flags: int) -> int:
+    return _FLAGS.setdefault(flags, flags)
+
+
+def pack_key(protocol: int, saddr: bytes, sport: int, daddr: bytes, dport: int) -> int:
+    """One integer for (protocol, saddr, sport, daddr, dport), as a packet carries them.
+
+    IPv4: protocol<<96 | saddr<<64 | sport<<48 | daddr<<16 | dport (104 bits).
+    IPv6: V6_KEY | protocol<<288 | saddr<<160 | sport<<144 | daddr<<16 | dport.
+    """
+    if len(saddr) == 4:
+        return ((protocol << 96) | (int.from_bytes(saddr, "big") << 64) | (sport << 48)
+                | (int.from_bytes(daddr, "big") << 16) | dport)
+    return (V6_KEY | (protocol << 288) | (int.from_bytes(saddr, "big") << 160)
+            | (sport << 144) | (int.from_bytes(daddr, "big") << 16) | dport)
+
+
+def rs_key(protocol: int, addr: bytes, port: int) -> int:
+    """(protocol, real server addr, port) as one integer (rs_vips keys).
+    IPv4: protocol<<48 | addr<<16 | port (fits 64 bits, for numpy)."""
+    if len(addr) == 4:
+        return (protocol << 48) | (int.from_bytes(addr, "big") << 16) | port
+    return (1 << 160) | (protocol << 144) | (int.from_bytes(addr, "big") << 16) | port
+
+
+def vip_part(addr: bytes, port: int) -> int:
+    """The low part of an in key: vaddr<<16 | vport."""
+    return (int.from_bytes(addr, "big") << 16) | port
+
+
+def client_part(protocol: int, addr: bytes, port: int) -> int:
+    """The high part of an in key: everything but vaddr:vport."""
+    if len(addr) == 4:
+        return (protocol << 96) | (int.from_bytes(addr, "big") << 64) | (port << 48)
+    return V6_KEY | (protocol << 288) | (int.from_bytes(addr, "big") << 160) | (port << 144)
+
 
 class Conn:
-    """struct ip_vs_conn."""
+    """struct ip_vs_conn (a regular entry; templates are TemplateConn)."""
 
-    __slots__ = (
-        "af", "protocol", "caddr", "cport", "vaddr", "vport", "daddr", "dport", "fwmark",
-        "flags", "state", "timeout", "expires", "dest", "control", "n_control", "in_pkts",
-        "old_state",
-    )
+    __slots__ = ("ikey", "daddr", "dport", "fwmark", "flags", "state", "timeout", "expires",
+                 "dest", "control", "in_pkts")
+
+    n_control = 0  # only templates control other entries
 
     def __init__(self, af: int, protocol: int, caddr: bytes, cport: int, vaddr: bytes,
                  vport: int, daddr: bytes, dport: int, flags: int, fwmark: int) -> None:
-        self.af = af
-        self.protocol = protocol
-        self.caddr = caddr
-        self.cport = cport
-        self.vaddr = vaddr
-        self.vport = vport
+        self.ikey = pack_key(protocol, caddr, cport, vaddr, vport)
         self.daddr = daddr
         self.dport = dport
         self.fwmark = fwmark
         self.flags = flags
         self.state = 0
-        self.old_state = 0
         self.timeout = NEW_CONN_TIMEOUT
         self.expires = 0.0
         self.dest: Destination | None = None
-        self.control: Conn | None = None
-        self.n_control = 0
+        self.control: TemplateConn | None = None
         self.in_pkts = 0
 
+    # -- the client/virtual side, decoded from the in key ------------------------------
+    @property
+    def af(self) -> int:
+        return AF_INET6 if self.ikey & V6_KEY else AF_INET
+
+    @property
+    def protocol(self) -> int:
+        k = self.ikey
+        return (k >> 288) & 0xFF if k & V6_KEY else k >> 96
+
+    @property
+    def caddr(self) -> bytes:
+        k = self.ikey
+        if k & V6_KEY:
+            return ((k >> 160) & _M128).to_bytes(16, "big")
+        return ((k >> 64) & _M32).to_bytes(4, "big")
+
+    @property
+    def cport(self) -> int:
+        k = self.ikey
+        return (k >> 144) & 0xFFFF if k & V6_KEY else (k >> 48) & 0xFFFF
+
+    @property
+    def vaddr(self) -> bytes:
+        k = self.ikey
+        if k & V6_KEY:
+            return ((k >> 16) & _M128).to_bytes(16, "big")
+        return ((k >> 16) & _M32).to_bytes(4, "big")
+
+    @property
+    def vport(self) -> int:
+        return self.ikey & 0xFFFF
+
+    # -----------------------------------------------------------------------------------
     @property
     def is_template(self) -> bool:
         return bool(self.flags & CONN_F_TEMPLATE)
@@ -82,17 +177,18 @@ class Conn:
         """ip_vs_state_name(): what ipvsadm -Lnc prints."""
         if self.flags & CONN_F_TEMPLATE:
             return "ASSURED" if self.state == CTPL_ASSURED else "NONE"
-        if self.protocol == IPPROTO_UDP:
+        protocol = self.protocol
+        if protocol == IPPROTO_UDP:
             return "UDP"
-        if self.protocol == 6:
+        if protocol == 6:
             return tcpstate.TCP_STATE_NAMES[self.state]
         return "NONE"
 
-    def in_key(self) -> tuple:
-        return (self.protocol, self.caddr, self.cport, self.vaddr, self.vport)
+    def in_key(self) -> int:
+        return self.ikey
 
-    def out_key(self) -> tuple:
-        return (self.protocol, self.daddr, self.dport, self.caddr, self.cport)
+    def out_key(self) -> int:
+        return pack_key(self.protocol, self.daddr, self.dport, self.caddr, self.cport)
 
     def __repr__(self) -> str:
         return (f"<Conn p={self.protocol} {self.caddr.hex()}:{self.cport} -> "
@@ -100,12 +196,32 @@ class Conn:
                 f"{self.state_name}>")
 
 
+class TemplateConn(Conn):
+    """A persistence template: plain attributes (neutralize_template rewrites them)."""
+
+    __slots__ = ("af", "protocol", "caddr", "cport", "vaddr", "vport", "n_control")
+
+    def __init__(self, af: int, protocol: int, caddr: bytes, cport: int, vaddr: bytes,
+                 vport: int, daddr: bytes, dport: int, flags: int, fwmark: int) -> None:
+        super().__init__(af, protocol, caddr, cport, vaddr, vport, daddr, dport, flags, fwmark)
+        self.af = af
+        self.protocol = protocol
+        self.caddr = caddr
+        self.cport = cport
+        self.vaddr = vaddr
+        self.vport = vport
+        self.n_control = 0
+
+    def template_key(self) -> tuple:
+        return (self.protocol, self.caddr, self.vaddr, self.vport)
+
+
 def bind_dest(conn: Conn, dest: Destination) -> None:
     """ip_vs_bind_dest(): inherit the dest's flags and count the entry."""
     conn_flags = dest.conn_flags
     if conn.protocol != IPPROTO_UDP:
         conn_flags &= ~CONN_F_ONE_PACKET
-    conn.flags |= conn_flags
+    conn.flags = _intern(conn.flags | conn_flags)
     conn.dest = dest
     dest.refcnt += 1
     if conn.flags & CONN_F_TEMPLATE:
@@ -147,12 +263,12 @@ def set_active(conn: Conn, active: bool) -> None:
     dest = conn.dest
     inactive = bool(conn.flags & CONN_F_INACTIVE)
     if active and inactive:
-        conn.flags &= ~CONN_F_INACTIVE
+        conn.flags = _intern(conn.flags & ~CONN_F_INACTIVE)
         if dest is not None:
             dest.activeconns += 1
             dest.inactconns -= 1
     elif not active and not inactive:
-        conn.flags |= CONN_F_INACTIVE
+        conn.flags = _intern(conn.flags | CONN_F_INACTIVE)
         if dest is not None:
             dest.activeconns -= 1
             dest.inactconns += 1
@@ -161,79 +277,129 @@ def set_active(conn: Conn, active: bool) -> None:
 class ConnTable:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
-        self.by_in: dict[tuple, Conn] = {}
-        self.by_out: dict[tuple, Conn] = {}
-        self.templates: dict[tuple, Conn] = {}
-        self.all: dict[Conn, None] = {}  # insertion order = table order
+        self.by_in: dict[int, Conn] = {}
+        self.rs_vips: dict[int, dict[int, int]] = {}  # rs_key -> {vip_part: entries}
+        self.out_override: dict[int, Conn] = {}  # reply key -> newest of several
+        self.templates: dict[tuple, TemplateConn] = {}
+        self.loose: dict[Conn, None] = {}  # live entries that lost their index slot
         self.wheel = TimerWheel(clock, granularity=0.1)
+        self.expire_budget: int | None = None  # max entries looked at per run_timers()
+        self._dl_now: float | None = None
+        self._dl: dict[int, float] = {}
 
     def __len__(self) -> int:
-        return len(self.all)
+        return len(self.by_in) + len(self.templates) + len(self.loose)
 
     def entries(self) -> Iterator[Conn]:
-        return iter(list(self.all))
+        """Templates, then connections (creation order), then unindexed entries."""
+        return iter([*self.templates.values(), *self.by_in.values(), *self.loose])
 
     # -- creation ---------------------------------------------------------------------------
     def new(self, af: int, protocol: int, caddr: bytes, cport: int, vaddr: bytes, vport: int,
             daddr: bytes, dport: int, flags: int, dest: Destination | None,
             fwmark: int = 0) -> Conn:
         """ip_vs_conn_new(): bind to dest and hash (unless it is a one-packet entry)."""
-        conn = Conn(af, protocol, caddr, cport, vaddr, vport, daddr, dport, flags, fwmark)
+        cls = TemplateConn if flags & CONN_F_TEMPLATE else Conn
+        conn = cls(af, protocol, caddr, cport, vaddr, vport, daddr, dport, flags, fwmark)
         if dest is not None:
             bind_dest(conn, dest)
         if conn.flags & CONN_F_ONE_PACKET:
             return conn
-        self.all[conn] = None
-        conn.flags |= CONN_F_HASHED
-        if conn.flags & CONN_F_TEMPLATE:
-            self.templates[(protocol, caddr, vaddr, vport)] = conn
+        conn.flags = _intern(conn.flags | CONN_F_HASHED)
+        if cls is TemplateConn:
+            key = (protocol, caddr, vaddr, vport)
+            old = self.templates.pop(key, None)
+            if old is not None:
+                self.loose[old] = None
+            self.templates[key] = conn
         else:
-            self.by_in[conn.in_key()] = conn
-            if conn.fwd == FWD_MASQ:
-                self.by_out[conn.out_key()] = conn
+            key = conn.ikey
+            old = self.by_in.pop(key, None)
+            if old is not None:
+                self.loose[old] = None
+            if conn.flags & FWD_MASK == FWD_MASQ:
+                rk = rs_key(protocol, daddr, dport)
+                vips = self.rs_vips.get(rk)
+                vp = vip_part(vaddr, vport)
+                if vips is None:
+                    vips = self.rs_vips[rk] = {}
+                elif (len(vips) > 1 or vp not in vips) and self.out_get(
+                        protocol, daddr, dport, caddr, cport) is not None:
+                    # another VIP's entry answers to the same reply tuple: newest wins
+                    self.out_override[pack_key(protocol, daddr, dport, caddr, cport)] = conn
+                vips[vp] = vips.get(vp, 0) + 1
+            self.by_in[key] = conn
         return conn
 
     # -- lookups ----------------------------------------------------------------------------
     def in_get(self, protocol: int, saddr: bytes, sport: int, daddr: bytes,
                dport: int) -> Conn | None:
-        return self.by_in.get((protocol, saddr, sport, daddr, dport))
+        return self.by_in.get(pack_key(protocol, saddr, sport, daddr, dport))
 
     def out_get(self, protocol: int, saddr: bytes, sport: int, daddr: bytes,
                 dport: int) -> Conn | None:
         """A NAT reply saddr:sport -> daddr:dport (real server -> client)."""
-        return self.by_out.get((protocol, saddr, sport, daddr, dport))
+        vips = self.rs_vips.get(rs_key(protocol, saddr, sport))
+        if vips is None:
+            return None
+        if self.out_override:
+            conn = self.out_override.get(pack_key(protocol, saddr, sport, daddr, dport))
+            if conn is not None:
+                return conn
+        base = client_part(protocol, daddr, dport)
+        by_in = self.by_in
+        for vp in vips:
+            conn = by_in.get(base | vp)
+            if (conn is not None and conn.dport == sport and conn.daddr == saddr
+                    and conn.flags & FWD_MASK == FWD_MASQ):
+                return conn
+        return None
 
-    def template_get(self, protocol: int, caddr: bytes, vaddr: bytes, vport: int) -> Conn | None:
+    def template_get(self, protocol: int, caddr: bytes, vaddr: bytes,
+                     vport: int) -> TemplateConn | None:
         return self.templates.get((protocol, caddr, vaddr, vport))
 
     # -- timers -----------------------------------------------------------------------------
+    def deadline(self, now: float, timeout: int) -> float:
+        """now + timeout; one shared float per (batch time, timeout)."""
+        if now is not self._dl_now:
+            self._dl_now = now
+            self._dl = {}
+        dl = self._dl.get(timeout)
+        if dl is None:
+            dl = self._dl[timeout] = now + timeout
+        return dl
+
     def put(self, conn: Conn, now: float) -> None:
         """ip_vs_conn_put(): re-arm the expiry timer to now + timeout."""
-        conn.expires = now + conn.timeout
-        if conn in self.all:
-            self.wheel.schedule(conn, conn.expires)
+        old = conn.expires
+        conn.expires = dl = self.deadline(now, conn.timeout)
+        if conn.flags & CONN_F_HASHED and (dl < old or old == 0.0):
+            self.wheel.schedule(conn, dl)
 
     def expire_now(self, conn: Conn) -> None:
         """ip_vs_conn_expire_now(): make the entry due at once."""
         conn.expires = self.clock.now()
-        if conn in self.all:
+        if conn.flags & CONN_F_HASHED:
             self.wheel.schedule(conn, conn.expires)
 
-    def neutralize_template(self, tmpl: Conn) -> None:
+    def neutralize_template(self, tmpl: TemplateConn) -> None:
         """ip_vs_check_template() on an unusable template: make it match nothing."""
         key = (tmpl.protocol, tmpl.caddr, tmpl.vaddr, tmpl.vport)
         if self.templates.get(key) is tmpl:
             del self.templates[key]
+            if tmpl.flags & CONN_F_HASHED:
+                self.loose[tmpl] = None
         tmpl.vport = 0xFFFF
         tmpl.dport = 0xFFFF
         tmpl.cport = 0
 
-    def control_add(self, conn: Conn, tmpl: Conn) -> None:
+    def control_add(self, conn: Conn, tmpl: TemplateConn) -> None:
         conn.control = tmpl
         tmpl.n_control += 1
 
     def _deadline(self, conn: Conn) -> float | None:
-        return conn.expires if conn in self.all else None
+        return conn.expires if conn.flags & CONN_F_HASHED else None
 
     def _expire(self, conn: Conn) -> float | None:
         """ip_vs_conn_expire(): keep controllers 60 s more, else unhash and unbind."""
@@ -245,32 +411,57 @@ class ConnTable:
         return None
 
     def remove(self, conn: Conn) -> None:
-        if conn not in self.all:
+        if not conn.flags & CONN_F_HASHED:
             return
-        del self.all[conn]
-        if conn.flags & CONN_F_TEMPLATE:
-            key = (conn.protocol, conn.caddr, conn.vaddr, conn.vport)
-            if self.templates.get(key) is conn:
-                del self.templates[key]
-        else:
-            key = conn.in_key()
-            if self.by_in.get(key) is conn:
-                del self.by_in[key]
-            key = conn.out_key()
-            if self.by_out.get(key) is conn:
-                del self.by_out[key]
+        conn.flags = _intern(conn.flags & ~CONN_F_HASHED)
+        if self.loose.pop(conn, _MISSING) is _MISSING:  # it held its index slot
+            if conn.flags & CONN_F_TEMPLATE:
+                key = (conn.protocol, conn.caddr, conn.vaddr, conn.vport)
+                if self.templates.get(key) is conn:
+                    del self.templates[key]
+            else:
+                key = conn.ikey
+                if self.by_in.get(key) is conn:
+                    del self.by_in[key]
+        if not conn.flags & (CONN_F_TEMPLATE | CONN_F_ONE_PACKET | FWD_MASK):  # MASQ
+            self._unindex_out(conn)
         if conn.control is not None:
             conn.control.n_control -= 1
             conn.control = None
         unbind_dest(conn)
 
+    def _unindex_out(self, conn: Conn) -> None:
+        daddr, dport = conn.daddr, conn.dport
+        rk = rs_key(self._proto(conn), daddr, dport)
+        vips = self.rs_vips.get(rk)
+        if vips is not None:
+            k = conn.ikey
+            vp = k & ((1 << 144) - 1) if k & V6_KEY else k & ((1 << 48) - 1)
+            n = vips.get(vp, 0) - 1
+            if n > 0:
+                vips[vp] = n
+            else:
+                vips.pop(vp, None)
+                if not vips:
+                    del self.rs_vips[rk]
+        if self.out_override:
+            key = conn.out_key()
+            if self.out_override.get(key) is conn:
+                del self.out_override[key]
+
+    @staticmethod
+    def _proto(conn: Conn) -> int:
+        k = conn.ikey
+        return (k >> 288) & 0xFF if k & V6_KEY else k >> 96
+
     def run_timers(self) -> int:
-        return self.wheel.run(self._deadline, self._expire)
+        return self.wheel.run(self._deadline, self._expire, self.expire_budget)
 
     def flush(self) -> None:
         """Drop every entry (pyvs shutdown / tests)."""
-        for conn in list(self.all):
-            conn.n_control = 0
+        for conn in list(self.entries()):
+            if isinstance(conn, TemplateConn):
+                conn.n_control = 0
             self.remove(conn)
 
 
