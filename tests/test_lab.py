@@ -221,6 +221,6 @@ def test_bad_arguments():
     with pytest.raises(LabError):
         NatLab(name="../etc")
     with pytest.raises(LabError):
-        lab_up("dr", 1, 1)
+        lab_up("no-such-mode", 1, 1)
     with pytest.raises(LabError):
         nx.check_lab_prefix("10.0.0.0/8")
