@@ -73,17 +73,9 @@ class Settings:
 # ------------------------------------------------------------------- pyvs process
 
 
-class BenchDirector(DirectorProcess):
+def BenchDirector(ns: str, extra: list[str], log_path: str) -> DirectorProcess:  # noqa: N802
     """`pyvs run EXTRA...` (e.g. --io ring --workers 2) in the director namespace."""
-
-    def __init__(self, ns: str, extra: list[str], log_path: str) -> None:
-        super().__init__(ns, log_path=log_path, log_level="warning")
-        self.extra = list(extra)
-
-    def _netns(self, argv: list[str]) -> list[str]:
-        if argv[1:4] == ["-m", "engine.cli", "run"]:
-            argv = [*argv, *self.extra]
-        return super()._netns(argv)
+    return DirectorProcess(ns, log_path=log_path, log_level="warning", args=tuple(extra))
 
 
 def pyvs_capabilities() -> dict:
@@ -122,7 +114,7 @@ def pyvs_variants(caps: dict) -> list[dict]:
     return out, skipped
 
 
-def configure_pyvs(d: BenchDirector, lab: BenchLab, method: str) -> None:
+def configure_pyvs(d: DirectorProcess, lab: BenchLab, method: str) -> None:
     vip, rip = lab.VIP, lab.SINK
     for proto, port in (("-u", FLOOD_PORT), ("-u", ECHO_PORT), ("-t", HTTP_PORT)):
         d.adm("-A", proto, f"{vip}:{port}", "-s", "rr")

@@ -24,8 +24,9 @@ class DirectorProcess:
     """`pyvs run` in network namespace `ns`; a context manager that always stops it."""
 
     def __init__(self, ns: str, log_path: str | os.PathLike | None = None,
-                 log_level: str = "info") -> None:
+                 log_level: str = "info", args: tuple[str, ...] = ()) -> None:
         self.ns = ns
+        self.args = tuple(args)  # extra `pyvs run` options, e.g. ("--io", "ring")
         self.log_path = Path(log_path) if log_path else Path(f"/tmp/{ns}-pyvs.log")
         self.log_level = log_level
         self.proc: subprocess.Popen | None = None
@@ -38,7 +39,7 @@ class DirectorProcess:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         self.proc = subprocess.Popen(
             self._netns([sys.executable, "-m", "engine.cli", "run", "--log-level",
-                         self.log_level]),
+                         self.log_level, *self.args]),
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout
