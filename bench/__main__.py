@@ -73,11 +73,6 @@ class Settings:
 # ------------------------------------------------------------------- pyvs process
 
 
-def BenchDirector(ns: str, extra: list[str], log_path: str) -> DirectorProcess:  # noqa: N802
-    """`pyvs run EXTRA...` (e.g. --io ring --workers 2) in the director namespace."""
-    return DirectorProcess(ns, log_path=log_path, log_level="warning", args=tuple(extra))
-
-
 def pyvs_capabilities() -> dict:
     """Which `pyvs run` options exist in this tree (read from its --help)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -314,7 +309,8 @@ table netdev genceil {{
             case = v["case"]
             log(case)
             logf = lab.state_dir / f"pyvs-{len(self.results['throughput'])}.log"
-            d = BenchDirector(lab.ns("director"), v["args"], str(logf))
+            d = DirectorProcess(lab.ns("director"), log_path=str(logf), log_level="warning",
+                                args=tuple(v["args"]))
             try:
                 d.start()
             except DirectorError as err:
