@@ -325,8 +325,38 @@ class Lab:
     def popen(self, role: str, argv: list[str], **kw) -> subprocess.Popen:
         return nx.popen(self.ns(role), argv, **kw)
 
+    extra_roles: tuple[str, ...] = ()  # namespaces besides client, director, rs<i>
+
     def describe(self) -> dict:
+        """A JSON-able description: namespaces, addresses, servers (what `lab up` prints)."""
+        rss = self.real_server_list()
+        for rs in rss:
+            p = self.servers.get(rs["name"])
+            rs["tcp_port"] = self.tcp_port
+            rs["udp_port"] = self.udp_port
+            rs["pid"] = (p.pid if isinstance(p, subprocess.Popen) else p) if p else None
+        namespaces = {role: self.ns(role) for role in self.extra_roles}
+        namespaces.update(client=self.ns("client"), director=self.ns("director"),
+                          real_servers=[rs["ns"] for rs in rss])
+        return {
+            "name": self.name,
+            "mode": self.mode,
+            "namespaces": namespaces,
+            "client_addrs": self.client_addrs,
+            "client_addrs6": self.client_addrs6,
+            "vip": self.VIP,
+            "vip6": self.VIP6,
+            "real_servers": rss,
+            "director": self._director_info(),
+            **self._describe_extra(),
+            "state_dir": str(self.state_dir),
+        }
+
+    def _director_info(self) -> dict:
         raise NotImplementedError
+
+    def _describe_extra(self) -> dict:
+        return {}
 
     # Client helpers: they need ``client_addrs``, ``client_addrs6``, ``VIP`` and a
     # ``client`` namespace, which every lab with clients has.
@@ -512,38 +542,19 @@ class NatLab(Lab):
 
     # --------------------------------------------------------------- describe
 
-    def describe(self) -> dict:
-        rss = self.real_server_list()
-        for rs in rss:
-            p = self.servers.get(rs["name"])
-            rs["tcp_port"] = self.tcp_port
-            rs["udp_port"] = self.udp_port
-            rs["pid"] = (p.pid if isinstance(p, subprocess.Popen) else p) if p else None
+    def _director_info(self) -> dict:
         return {
-            "name": self.name,
-            "mode": self.mode,
-            "namespaces": {
-                "client": self.ns("client"),
-                "director": self.ns("director"),
-                "real_servers": [rs["ns"] for rs in rss],
-            },
-            "client_addrs": self.client_addrs,
-            "client_addrs6": self.client_addrs6,
-            "vip": self.VIP,
-            "vip6": self.VIP6,
-            "real_servers": rss,
-            "director": {
-                "client_if": self.DIR_CLIENT_IF,
-                "client_addr": self.DIR_CLIENT,
-                "client_addr6": self.DIR_CLIENT6,
-                "server_if": self.DIR_SERVER_IF,
-                "server_addr": self.DIR_SERVER,
-                "server_addr6": self.DIR_SERVER6,
-                "vip_if": "lo",
-            },
-            "interfaces": {"client": self.CLIENT_IF, "real_server": self.RS_IF},
-            "state_dir": str(self.state_dir),
+            "client_if": self.DIR_CLIENT_IF,
+            "client_addr": self.DIR_CLIENT,
+            "client_addr6": self.DIR_CLIENT6,
+            "server_if": self.DIR_SERVER_IF,
+            "server_addr": self.DIR_SERVER,
+            "server_addr6": self.DIR_SERVER6,
+            "vip_if": "lo",
         }
+
+    def _describe_extra(self) -> dict:
+        return {"interfaces": {"client": self.CLIENT_IF, "real_server": self.RS_IF}}
 
 
 # ---------------------------------------------------------------------- DR and TUN labs
@@ -567,6 +578,8 @@ class _SegmentLab(Lab):
     path) the real servers all have a port.  The VIP is on the director's ``lo``; the
     client routes the VIP network via the director (as the kernel selftest does), and
     the real servers answer the client directly over the segment."""
+
+    extra_roles = ("lan",)
 
     VIP = "198.18.1.1"
     VIP6 = "2001:db8:1::1"
@@ -614,31 +627,6 @@ class _SegmentLab(Lab):
     def director_stats(self) -> dict[str, dict[str, int]]:
         """Interface counters in the director namespace (``ip -s link``)."""
         return nx.link_stats(self.ns("director"))
-
-    def describe(self) -> dict:
-        rss = self.real_server_list()
-        for rs in rss:
-            p = self.servers.get(rs["name"])
-            rs["tcp_port"] = self.tcp_port
-            rs["udp_port"] = self.udp_port
-            rs["pid"] = (p.pid if isinstance(p, subprocess.Popen) else p) if p else None
-        return {
-            "name": self.name,
-            "mode": self.mode,
-            "namespaces": {
-                "lan": self.ns("lan"),
-                "client": self.ns("client"),
-                "director": self.ns("director"),
-                "real_servers": [rs["ns"] for rs in rss],
-            },
-            "client_addrs": self.client_addrs,
-            "client_addrs6": self.client_addrs6,
-            "vip": self.VIP,
-            "vip6": self.VIP6,
-            "real_servers": rss,
-            "director": self._director_info(),
-            "state_dir": str(self.state_dir),
-        }
 
     def _director_info(self) -> dict:
         return {"client_if": self.DIR_CLIENT_IF, "client_addr": self.DIR_CLIENT,
