@@ -2,18 +2,10 @@
 
 import socket
 import struct
-import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-try:
-    import engine.packet  # noqa: F401
-except ImportError:  # run as .venv/bin/pytest without the project on sys.path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, IPOption_NOP
 from scapy.layers.inet6 import (
     ICMPv6DestUnreach,
