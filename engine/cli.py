@@ -21,7 +21,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="pyvs[%(process)d] %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    daemon = Daemon()
+    if args.workers > 1:
+        try:
+            from engine.workers import run_workers
+        except ImportError:
+            sys.stderr.write("pyvs: --workers is not available in this version\n")
+            return 2
+        return run_workers(args)
+    daemon = Daemon(io=args.io, interfaces=args.interfaces)
     if args.rules:
         from engine.config import RulesError, load_rules
 
@@ -56,7 +63,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ConnectionRefusedError):
         sys.stderr.write("pyvs status: no pyvs director runs in this network namespace\n")
         return 1
-    print(json.dumps({k: reply[k] for k in ("connections", "drops")}, indent=2))
+    print(json.dumps({k: reply[k] for k in ("connections", "drops", "ring", "workers")
+                      if k in reply}, indent=2))
     return 0
 
 
@@ -98,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the director in this network namespace")
     run.add_argument("--rules", metavar="FILE",
                      help="ipvsadm rules to load at start (the format `pyvsadm -S` prints)")
+    run.add_argument("--io", choices=["nfqueue", "ring"], default="nfqueue",
+                     help="packet port: nfqueue (default, faithful) or ring (AF_PACKET "
+                          "TPACKET_V3 rings + batch fast path; fwmark/ICMP stay on NFQUEUE)")
+    run.add_argument("--workers", type=int, default=1,
+                     help="worker processes (ring mode, PACKET_FANOUT hash); default 1")
+    run.add_argument("--interface", dest="interfaces", action="append", metavar="IF",
+                     help="ring interfaces (default: every interface with an address)")
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"])
     run.set_defaults(func=cmd_run)

@@ -24,6 +24,7 @@ from engine.verdict import DROP, FORWARD
 log = logging.getLogger("pyvs")
 
 TICK = 0.1
+EXPIRE_BUDGET = 50_000  # entries looked at per tick in ring mode (expiry never stalls)
 
 
 class RawSender:
@@ -69,12 +70,20 @@ class RawSender:
 
 
 class Daemon:
-    def __init__(self, director: Director | None = None, queue: int = QUEUE_NUM) -> None:
+    """``io``: "nfqueue" (the default, faithful path) or "ring" (engine/io/ring.py: the
+    fast path for addr:port services; fwmark services and ICMP stay on NFQUEUE)."""
+
+    def __init__(self, director: Director | None = None, queue: int = QUEUE_NUM,
+                 io: str = "nfqueue", interfaces: list[str] | None = None) -> None:
         self.director = director or Director()
-        self.plumbing = Plumbing(queue)
+        self.io = io
+        self.plumbing = Plumbing(queue, ring=io == "ring")
         self.queue = queue
         self.running = False
         self._generation = -1
+        self.interfaces = interfaces
+        self.ring_plumbing = None  # engine.plumbing_ring.RingPlumbing in ring mode
+        self.ring = None  # engine.io.ring.RingPort in ring mode
 
     # -- control ------------------------------------------------------------------------------
     def handle_request(self, request: dict) -> dict:
@@ -90,8 +99,11 @@ class Daemon:
             return self._sysctl(list(request.get("args", [])))
         if op == "status":
             d = self.director
-            return {"rc": 0, "out": "", "err": "", "connections": len(d.conntable),
-                    "drops": dict(d.drops)}
+            reply = {"rc": 0, "out": "", "err": "", "connections": len(d.conntable),
+                     "drops": dict(d.drops)}
+            if self.ring is not None:
+                reply["ring"] = self.ring.status()
+            return reply
         return {"rc": 2, "out": "", "err": f"unknown request {op!r}\n"}
 
     def _sysctl(self, args: list[str]) -> dict:
@@ -115,6 +127,11 @@ class Daemon:
         services = self.director.services
         if services.generation != self._generation:
             self.plumbing.sync(services.services.values())
+            if self.ring is not None:
+                # the ring takes a service's packets only once the kernel stops seeing
+                # them, and gives them up before the kernel sees them again
+                self.ring.update_services(services.services.values())
+                self.ring_plumbing.sync(services.services.values())
             self._generation = services.generation
 
     def _serve_control(self, listener: socket.socket) -> None:
@@ -149,6 +166,19 @@ class Daemon:
                                [v == FORWARD for v in verdicts])
             sender.flush(director)
 
+    def _start_ring(self, sender: RawSender, fanout_group: int | None = None) -> None:
+        from engine.io.ring import RingPort, director_interfaces
+        from engine.plumbing_ring import RingPlumbing
+
+        if not self.interfaces:
+            self.interfaces = director_interfaces()
+        if not self.interfaces:
+            raise RuntimeError("--io ring: no interface with an address in this namespace")
+        self.director.conntable.expire_budget = EXPIRE_BUDGET
+        self.ring = RingPort(self.director, self.interfaces, sender, fanout_group)
+        self.ring_plumbing = RingPlumbing(self.interfaces)
+        self.ring_plumbing.install()
+
     # -- main loop ----------------------------------------------------------------------------
     def run(self) -> int:
         try:
@@ -159,6 +189,15 @@ class Daemon:
         self.plumbing.install()
         port = NfQueuePort(self.queue)
         sender = RawSender()
+        if self.io == "ring":
+            try:
+                self._start_ring(sender)
+            except Exception:
+                port.close()
+                sender.close()
+                listener.close()
+                self.plumbing.remove()
+                raise
         self._sync_plumbing()
         self.running = True
 
@@ -169,7 +208,11 @@ class Daemon:
         sel = selectors.DefaultSelector()
         sel.register(port, selectors.EVENT_READ, "packets")
         sel.register(listener, selectors.EVENT_READ, "control")
-        log.info("pyvs director running (nfqueue %d)", self.queue)
+        if self.ring is not None:
+            for ring in self.ring.rings:
+                sel.register(ring, selectors.EVENT_READ, ring)
+        log.info("pyvs director running (nfqueue %d%s)", self.queue,
+                 f", rings on {', '.join(self.interfaces)}" if self.ring is not None else "")
         next_tick = time.monotonic()
         try:
             while self.running:
@@ -178,19 +221,27 @@ class Daemon:
                     try:
                         if key.data == "packets":
                             self._serve_packets(port, sender)
-                        else:
+                        elif key.data == "control":
                             self._serve_control(listener)
+                        else:
+                            self.ring.serve(key.data)
                     except Exception:  # the engine keeps serving whatever one batch did
                         log.exception("error while serving %s", key.data)
                         self.director.drops["engine-error"] += 1
                 if time.monotonic() >= next_tick:
                     self.director.tick()
                     sender.flush(self.director)  # what the tick queued (DR neighbours)
+                    if self.ring is not None:
+                        self.ring.tick()
                     next_tick = time.monotonic() + TICK
         finally:
             for s, handler in old.items():
                 signal.signal(s, handler)
             sel.close()
+            if self.ring_plumbing is not None:
+                self.ring_plumbing.remove()  # the kernel sees the traffic again first
+            if self.ring is not None:
+                self.ring.close()
             port.close()
             sender.close()
             listener.close()

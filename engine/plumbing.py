@@ -52,8 +52,13 @@ def _queue(queue: int) -> str:
     return f"-j NFQUEUE --queue-num {queue} --queue-bypass"
 
 
-def rules_for(services: Iterable, af: int, queue: int = QUEUE_NUM) -> tuple[list, list]:
-    """(PYVS-IN rules, PYVS-OUT rules) as iptables argument strings for one family."""
+def rules_for(services: Iterable, af: int, queue: int = QUEUE_NUM,
+              ring: bool = False) -> tuple[list, list]:
+    """(PYVS-IN rules, PYVS-OUT rules) as iptables argument strings for one family.
+
+    ``ring``: the ring port (engine/io/ring.py) serves TCP/UDP to VIP:port and from
+    NAT real servers of addr:port services, so only fwmark services and ICMP errors
+    are queued here."""
     icmp = "icmp" if af == AF_INET else "ipv6-icmp"
     icmp_opt = "--icmp-type" if af == AF_INET else "--icmpv6-type"
     errors = _ERRORS4 if af == AF_INET else _ERRORS6
@@ -68,6 +73,8 @@ def rules_for(services: Iterable, af: int, queue: int = QUEUE_NUM) -> tuple[list
             continue
         if svc.fwmark:
             rules_in.append(f"-m mark --mark {svc.fwmark} {q}")
+        elif ring and svc.protocol in (6, 17):
+            vips[f"{format_addr(svc.addr)}/{plen}"] = None
         else:
             vip = f"{format_addr(svc.addr)}/{plen}"
             vips[vip] = None
@@ -84,6 +91,8 @@ def rules_for(services: Iterable, af: int, queue: int = QUEUE_NUM) -> tuple[list
             if dest.fwd != FWD_MASQ or dest.af != af:
                 continue
             proto = _PROTO.get(svc.protocol, "tcp") if not svc.fwmark else None
+            if ring and proto in ("tcp", "udp"):
+                proto = "icmp-only"  # the ring takes its TCP/UDP
             reals[(format_addr(dest.addr), dest.port, proto)] = None
     for vip in vips:
         for err in errors:
@@ -91,7 +100,9 @@ def rules_for(services: Iterable, af: int, queue: int = QUEUE_NUM) -> tuple[list
     rip_seen: dict[str, None] = {}
     for addr, port, proto in reals:
         src = f"-s {addr}/{plen}"
-        if proto is None or not port:
+        if proto == "icmp-only":
+            pass
+        elif proto is None or not port:
             rules_out.append(f"{src} -p tcp {q}")
             rules_out.append(f"{src} -p udp {q}")
         else:
@@ -106,8 +117,9 @@ def rules_for(services: Iterable, af: int, queue: int = QUEUE_NUM) -> tuple[list
 class Plumbing:
     """Owns the PYVS-* chains of one namespace, for IPv4 and IPv6."""
 
-    def __init__(self, queue: int = QUEUE_NUM) -> None:
+    def __init__(self, queue: int = QUEUE_NUM, ring: bool = False) -> None:
         self.queue = queue
+        self.ring = ring
         self._applied: dict[int, tuple] = {}
 
     def install(self) -> None:
@@ -125,7 +137,7 @@ class Plumbing:
     def sync(self, services: Iterable) -> None:
         services = list(services)
         for af in (AF_INET, 10):
-            rules = rules_for(services, af, self.queue)
+            rules = rules_for(services, af, self.queue, self.ring)
             if self._applied.get(af) == rules:
                 continue
             restore = ["*mangle"]
