@@ -84,6 +84,7 @@ class Daemon:
         self.interfaces = interfaces
         self.ring_plumbing = None  # engine.plumbing_ring.RingPlumbing in ring mode
         self.ring = None  # engine.io.ring.RingPort in ring mode
+        self.fanout_group: int | None = None  # set by engine/workers.py
 
     # -- control ------------------------------------------------------------------------------
     def handle_request(self, request: dict) -> dict:
@@ -191,7 +192,7 @@ class Daemon:
         sender = RawSender()
         if self.io == "ring":
             try:
-                self._start_ring(sender)
+                self._start_ring(sender, self.fanout_group)
             except Exception:
                 port.close()
                 sender.close()

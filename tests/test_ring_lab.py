@@ -135,3 +135,29 @@ def test_ring_plumbing_is_removed_on_stop(nat_lab_factory):
         assert "netdev pyvs" in nft(ns)
         assert lab.curl(lab.url(VIP)).strip() == "rs1"
     assert "pyvs" not in nft(ns)
+
+
+def test_two_workers_balance_and_stats_show_totals(nat_lab_factory):
+    lab = nat_lab_factory(real_servers=3, clients=3)
+    offloads_off(lab)
+    with DirectorProcess(lab.ns("director"), args=("--io", "ring", "--workers", "2")) as d:
+        add_service(d, lab, "-s", "rr", proto="-u", port=53)
+        add_service(d, lab, "-s", "wlc")
+        payload = "x" * 10
+        replies = [lab.udp_query(VIP, 53, payload, sport=21000 + n).strip() for n in range(24)]
+        assert set(replies) == {"rs1", "rs2", "rs3"}
+        answers = [lab.curl(lab.url(VIP), client_addr=lab.client_addrs[n % 3]).strip()
+                   for n in range(12)]
+        assert set(answers) == {"rs1", "rs2", "rs3"}
+        import time
+
+        time.sleep(0.5)  # workers publish their counters every 0.1 s
+        stats = d.adm("-L", "-n", "-u", f"{VIP}:53", "--stats", "--exact").stdout
+        line = next(row for row in stats.splitlines() if row.startswith("UDP"))
+        conns, inpkts, outpkts, inbytes, outbytes = (int(x) for x in line.split()[2:7])
+        assert (conns, inpkts, outpkts) == (24, 24, 24)
+        assert inbytes == 24 * (20 + 8 + len(payload))
+        st = status(d)
+        assert st["workers"] == 2
+        ring = st["ring"]
+        assert ring["ring-forward"] > 0

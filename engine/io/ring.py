@@ -61,6 +61,10 @@ PACKET_QDISC_BYPASS = 20
 PACKET_IGNORE_OUTGOING = 23
 TPACKET_V3 = 2
 PACKET_FANOUT_HASH = 0
+PACKET_FANOUT_CBPF = 6
+PACKET_FANOUT_DATA = 22
+SKF_AD_PROTOCOL = -0x1000
+SKF_NET_OFF = -0x100000
 PACKET_FANOUT_FLAG_DEFRAG = 0x8000
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
@@ -148,9 +152,13 @@ class RxRing:
                                 mmap.PROT_READ | mmap.PROT_WRITE)
             s.bind((ifname, ETH_P_ALL))
             if fanout_group is not None:
-                s.setsockopt(SOL_PACKET, PACKET_FANOUT,
-                             (fanout_group & 0xFFFF)
-                             | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16))
+                s.setsockopt(SOL_PACKET, PACKET_FANOUT, struct.pack(
+                    "<I", (fanout_group & 0xFFFF)
+                    | ((PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_DEFRAG) << 16)))
+                self.set_fanout_program([])
+                self.fanout = True
+            else:
+                self.fanout = False
             s.setblocking(False)
         except BaseException:
             self.sock.close()
@@ -163,6 +171,33 @@ class RxRing:
 
     def fileno(self) -> int:
         return self.sock.fileno()
+
+    def set_fanout_program(self, vips: list[int]) -> None:
+        """Steer by the client's end of the connection, which NAT never rewrites:
+        (saddr, sport) of IPv4 packets to a VIP, (daddr, dport) of everything else
+        (replies from real servers to the client).  The kernel's own flow hash
+        (PACKET_FANOUT_HASH) would send a NAT connection's two directions to
+        different workers.  IPv6 goes to worker 0.  The kernel takes the result
+        modulo the number of workers."""
+        ins = [(0x20, 0, 0, SKF_AD_PROTOCOL),  # ld skb->protocol
+               (0x15, 1, 0, 0x0800),  # jeq IPv4
+               (0x06, 0, 0, 0),  # ret 0
+               (0x20, 0, 0, SKF_NET_OFF + 16)]  # ld daddr
+        n = len(vips)
+        for j, v in enumerate(vips):
+            ins.append((0x15, n - 1 - j + 6, 0, v))  # daddr == VIP: the SRC block
+        for port_off, addr_off in ((2, 16), (0, 12)):  # DST block, then SRC block
+            ins += [(0xB1, 0, 0, SKF_NET_OFF),  # ldx 4*([0]&0xf)
+                    (0x48, 0, 0, SKF_NET_OFF + port_off),  # ldh [x + port]
+                    (0x07, 0, 0, 0),  # tax
+                    (0x20, 0, 0, SKF_NET_OFF + addr_off),  # ld addr
+                    (0xAC, 0, 0, 0),  # xor x
+                    (0x16, 0, 0, 0)]  # ret a
+        prog = b"".join(struct.pack("<HBBI", c, jt, jf, k & 0xFFFFFFFF)
+                        for c, jt, jf, k in ins)
+        self._prog = ctypes.create_string_buffer(prog, len(prog))
+        fprog = struct.pack("<HxxxxxxQ", len(ins), ctypes.addressof(self._prog))
+        self.sock.setsockopt(SOL_PACKET, PACKET_FANOUT_DATA, fprog)
 
     def ready(self, k: int) -> bool:
         off = ((self.cur + k) % self.block_nr) * self.block_size
@@ -392,9 +427,11 @@ class RingPort:
         self.raw = raw_sender
         self.rings: list[RxRing] = []
         try:
-            for name in interfaces:
+            for i, name in enumerate(interfaces):
                 set_offloads(name, False, ("gro",))  # no GRO super-frames on the ring
-                self.rings.append(RxRing(name, fanout_group))
+                # one fanout group per interface (a group is bound to one device)
+                self.rings.append(RxRing(name, None if fanout_group is None
+                                         else fanout_group + i))
         except BaseException:
             self.close()
             raise
@@ -406,7 +443,13 @@ class RingPort:
                          "ring-bad-ip-checksum": 0}
 
     def update_services(self, services) -> None:
+        services = list(services)
         self.match.update(services)
+        vips = sorted({int.from_bytes(s.addr, "big") for s in services
+                       if not s.fwmark and len(s.addr) == 4})
+        for ring in self.rings:
+            if ring.fanout:
+                ring.set_fanout_program(vips)
 
     # ------------------------------------------------------------------------------------
     def serve(self, ring: RxRing, max_blocks: int = 64) -> int:
