@@ -31,11 +31,13 @@ from engine.conntable import (
 from engine.packet import (
     Malformed,
     PacketInfo,
+    build_icmp_error,
     build_icmp_unreachable,
     l4_checksum_ok,
     may_send_icmp_error,
     parse,
     parse_icmp_error,
+    parse_quoted,
 )
 from engine.service import (
     AF_INET,
@@ -43,6 +45,7 @@ from engine.service import (
     CONN_F_ONE_PACKET,
     CONN_TAB_SIZE,
     FWD_MASQ,
+    FWD_TUNNEL,
     IPPROTO_TCP,
     IPPROTO_UDP,
     SVC_F_ONEPACKET,
@@ -55,6 +58,7 @@ from engine.stats import Estimator
 from engine.sysctl import Sysctl
 from engine.verdict import ACCEPT, DROP, FORWARD
 from forwarders import default_forwarders, nat
+from forwarders.tun import Tunnel
 from schedulers.base import SchedulerEnv
 
 log = logging.getLogger("pyvs.director")
@@ -62,6 +66,8 @@ log = logging.getLogger("pyvs.director")
 
 IPPROTO_ICMP = 1
 IPPROTO_ICMPV6 = 58
+IPPROTO_IPIP = 4
+IPPROTO_IPV6 = 41
 FTPPORT = 21
 FTPDATA = 20
 TCP_SYN, TCP_RST = tcpstate.TCP_SYN, tcpstate.TCP_RST
@@ -413,6 +419,48 @@ class Director:
             st.outpkts += 1
             st.outbytes += nbytes
 
+    def _tunnel_icmp(self, buf: bytearray, info: PacketInfo, outer: PacketInfo,
+                     now: float) -> int:
+        """An error about one of our IPIP packets (ip_vs_in_icmp, "tunnel" case): learn the
+        path MTU and tell the client, from the VIP, about its original request."""
+        if outer.is_frag and not outer.first_frag:
+            return ACCEPT
+        if not self.services.has_tunnel_dest(outer.daddr):
+            return ACCEPT  # only for a known tunnel
+        end = info.l3_off + info.ip_len
+        try:
+            orig = parse_quoted(buf, outer.l4_off, end)
+        except Malformed:
+            return ACCEPT
+        if orig.proto != IPPROTO_TCP and orig.proto != IPPROTO_UDP:
+            return ACCEPT
+        conn = self.conntable.in_get(orig.proto, orig.saddr, orig.sport, orig.daddr, orig.dport)
+        if conn is None:
+            return ACCEPT
+        if not l4_checksum_ok(buf, info):
+            self.drops["bad-icmp-checksum"] += 1
+            return DROP
+        icmp_off = info.l4_off
+        word = bytes(buf[icmp_off + 4:icmp_off + 8])  # ic->un.gateway
+        if info.icmp_type == 3 and info.icmp_code == 4:
+            mtu = int.from_bytes(word[2:4], "big")
+            tunnel = self.forwarders.get(FWD_TUNNEL)
+            if isinstance(tunnel, Tunnel):
+                tunnel.learn_pmtu(outer.daddr, mtu, now)
+                mtu = tunnel.path_mtu(outer.daddr, now) or mtu
+            if not outer.df:  # client uses PMTUD?
+                return DROP
+            if mtu > 68 + 20:
+                mtu -= 20
+            word = mtu.to_bytes(4, "big")
+        quote = bytearray(buf[orig.l3_off:end])
+        qinfo = parse_quoted(quote, 0, len(quote))
+        if may_send_icmp_error(quote, qinfo):
+            self.outbox.append(build_icmp_error(quote, qinfo, orig.daddr, info.icmp_type,
+                                                info.icmp_code, word))
+        self._out_stats(conn, len(quote))
+        return DROP
+
     # ICMP errors (ip_vs_in_icmp / ip_vs_out_icmp) ----------------------------------------------
     def _icmp(self, buf: bytearray, info: PacketInfo, now: float) -> int:
         try:
@@ -421,6 +469,8 @@ class Director:
             return ACCEPT  # "The packet looks wrong, ignore" (ip_vs_in_icmp)
         if inner is None:
             return ACCEPT  # echo and friends: not IPVS business
+        if info.version == 4 and (inner.proto == IPPROTO_IPIP or inner.proto == IPPROTO_IPV6):
+            return self._tunnel_icmp(buf, info, inner, now)
         if inner.proto != IPPROTO_TCP and inner.proto != IPPROTO_UDP:
             return ACCEPT
         if inner.is_frag and not inner.first_frag:

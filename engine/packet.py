@@ -309,9 +309,20 @@ def parse_icmp_error(buf, info: PacketInfo) -> PacketInfo | None:
     if off >= end:
         raise Malformed(R_TRUNCATED, "icmp quote empty")
     v = buf[off] >> 4
-    if info.version == 4:
-        if v != 4:
-            raise Malformed(R_BAD_QUOTE, f"quoted version {v}")
+    if v != info.version:
+        raise Malformed(R_BAD_QUOTE, f"quoted version {v}")
+    return parse_quoted(buf, off, end)
+
+
+def parse_quoted(buf, off: int, end: int) -> PacketInfo:
+    """Parse a quoted (usually truncated) IP packet at buf[off:end]; see parse_icmp_error.
+
+    Also used for the packet inside a quoted IPIP header (errors about tunnel packets).
+    """
+    if off >= end:
+        raise Malformed(R_TRUNCATED, "quote empty")
+    v = buf[off] >> 4
+    if v == 4:
         if end - off < 20:
             raise Malformed(R_TRUNCATED, "quoted ipv4 header")
         vihl, _tos, tot, _ident, frag, ttl, proto, _csum, saddr, daddr = _ip4_hdr.unpack_from(
@@ -326,9 +337,7 @@ def parse_icmp_error(buf, info: PacketInfo) -> PacketInfo | None:
         mf = (frag & 0x2000) != 0
         inner = PacketInfo(AF_INET, 4, off, off + ihl, proto, saddr, daddr, tot, ttl,
                            (frag & 0x4000) != 0, mf or fragoff != 0, fragoff == 0, mf)  # fmt: skip
-    else:
-        if v != 6:
-            raise Malformed(R_BAD_QUOTE, f"quoted version {v}")
+    elif v == 6:
         if end - off < 40:
             raise Malformed(R_TRUNCATED, "quoted ipv6 header")
         _vtcfl, plen, nh, hlim, saddr, daddr = _ip6_hdr.unpack_from(buf, off)
@@ -337,6 +346,8 @@ def parse_icmp_error(buf, info: PacketInfo) -> PacketInfo | None:
         if (nh in _V6_EXT or nh == IPPROTO_FRAGMENT) and not _skip_v6_ext(buf, inner, end):
             inner.payload_len = end - inner.l4_off
             return inner
+    else:
+        raise Malformed(R_BAD_QUOTE, f"quoted version {v}")
     l4 = inner.l4_off
     inner.payload_len = end - l4
     if inner.first_frag:
@@ -571,6 +582,13 @@ def _build_icmp_error(
     _H.pack_into(icmp, 2, checksum(icmp, ph))
     hdr = _ip6_hdr.pack(0x60000000, len(icmp), IPPROTO_ICMPV6, ttl, bytes(src_addr), info.saddr)
     return hdr + bytes(icmp)
+
+
+def build_icmp_error(orig_buf, info: PacketInfo, src_addr: bytes, icmp_type: int,
+                     icmp_code: int, word: bytes, *, ttl: int = 64, ident: int = 0) -> bytes:
+    """An IPv4 ICMP error of any type/code with the given 4-byte rest-of-header."""
+    return _build_icmp_error(orig_buf, info, src_addr, icmp_type, icmp_code, 0, 0, word, ttl,
+                             ident)
 
 
 def build_icmp_unreachable(orig_buf, info: PacketInfo, src_addr: bytes, *, ttl: int = 64,

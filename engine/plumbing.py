@@ -18,7 +18,7 @@ import shutil
 import subprocess
 from collections.abc import Iterable
 
-from engine.service import AF_INET, FWD_MASQ, IPPROTO_TCP, format_addr
+from engine.service import AF_INET, FWD_MASQ, FWD_TUNNEL, IPPROTO_TCP, format_addr
 
 log = logging.getLogger("pyvs.plumbing")
 
@@ -68,6 +68,7 @@ def rules_for(services: Iterable, af: int, queue: int = QUEUE_NUM,
     rules_out: list[str] = []
     vips: dict[str, None] = {}
     reals: dict[tuple, None] = {}
+    services = list(services)
     for svc in services:
         if svc.af != af:
             continue
@@ -97,6 +98,12 @@ def rules_for(services: Iterable, af: int, queue: int = QUEUE_NUM,
     for vip in vips:
         for err in errors:
             rules_in.append(f"-d {vip} -p {icmp} -m {icmp} {icmp_opt} {err} {q}")
+    if af == AF_INET and any(d.fwd == FWD_TUNNEL for svc in services if svc.af == af
+                             for d in svc.destinations):
+        # errors about our IPIP packets come to the director's own address (ip_vs_in_icmp)
+        for err in errors:
+            rules_in.append(f"-p {icmp} -m {icmp} {icmp_opt} {err} "
+                            f"-m addrtype --dst-type LOCAL {q}")
     rip_seen: dict[str, None] = {}
     for addr, port, proto in reals:
         src = f"-s {addr}/{plen}"

@@ -443,6 +443,14 @@ class ServiceTable:
                     return True
         return False
 
+    def has_tunnel_dest(self, addr: bytes) -> bool:
+        """ip_vs_find_tunnel(): a tunnelling (IPIP) destination at this address."""
+        for svc in self.services.values():
+            for d in svc.destinations:
+                if d.addr == addr and d.fwd == FWD_TUNNEL and d.tun_type == TUN_TYPE_IPIP:
+                    return True
+        return False
+
     def zero(self, key: tuple | None) -> None:
         """ipvsadm -Z: the kernel zeroes by snapshot; we keep plain counters."""
         services = [self.get(key)] if key is not None else list(self.services.values())

@@ -180,10 +180,34 @@ class _RoutedForwarder(Forwarder):
         return DROP
 
 
+PMTU_EXPIRES = 600.0  # ip_rt_mtu_expires: a learned path MTU is forgotten after 10 min
+
+
 class Tunnel(_RoutedForwarder):
     """ip_vs_tunnel_xmit / ip_vs_tunnel_xmit_v6."""
 
     name = "Tunnel"
+
+    def __init__(self, routes: KernelRoutes | None = None) -> None:
+        super().__init__(routes)
+        self._pmtu: dict[bytes, tuple[int, float]] = {}  # real server -> (mtu, expires)
+
+    def learn_pmtu(self, daddr: bytes, mtu: int, now: float) -> None:
+        """ipv4_update_pmtu() from a frag-needed about our tunnel packets (ip_vs_in_icmp)."""
+        if mtu >= 68:
+            self._pmtu[daddr] = (mtu, now + PMTU_EXPIRES)
+
+    def path_mtu(self, daddr: bytes, now: float) -> int | None:
+        """The MTU toward daddr: the route's, lowered by a learned path MTU."""
+        route = self.routes.route(daddr)
+        if route is None:
+            return None
+        learned = self._pmtu.get(daddr)
+        if learned is not None:
+            if learned[1] > now:
+                return min(route.mtu, learned[0])
+            del self._pmtu[daddr]
+        return route.mtu
 
     def to_real(self, director, buf, info, conn) -> int:
         return self._xmit(director, buf, info, conn, False)
@@ -208,7 +232,8 @@ class Tunnel(_RoutedForwarder):
             return self.time_exceeded(director, buf, info)
         dec_ttl(buf, info)
         outer6 = len(daddr) == 16
-        mtu = route.mtu - (40 if outer6 else 20)
+        route_mtu = self.path_mtu(daddr, director.clock.now()) or route.mtu
+        mtu = route_mtu - (40 if outer6 else 20)
         if tun_type == TUN_TYPE_GUE:
             mtu -= GUE_HLEN
         if mtu < (1280 if outer6 else 68):
@@ -232,11 +257,11 @@ class Tunnel(_RoutedForwarder):
                             pmtu_disc=pmtu_disc, tun_type=tun_type,
                             tun_port=dest.tun_port if dest is not None else 0,
                             tun_flags=dest.tun_flags if dest is not None else 0)
-        if len(outer) > route.mtu:  # only without DF (or ICMP): fragment the outer packet
+        if len(outer) > route_mtu:  # only without DF (or ICMP): fragment the outer packet
             if outer6:
                 director.drops["tun-v6-fragment-unsupported"] += 1
                 return DROP
-            frags = fragment_v4(outer, route.mtu, self.next_ident())
+            frags = fragment_v4(outer, route_mtu, self.next_ident())
             director.outbox.extend(frags)
             return DROP
         director.outbox.append(bytes(outer))

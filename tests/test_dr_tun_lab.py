@@ -126,6 +126,35 @@ def test_tun_upload_triggers_frag_needed(tun):
     proc.adm("-C")
 
 
+def test_tun_path_mtu_beyond_the_router_is_relayed_to_the_client(tun):
+    """ip_vs_in_icmp, tunnel case: a router behind the director sends frag-needed (1400)
+    about the IPIP packets; pyvs learns it and tells the client 1400 - 20 = 1380 from
+    the VIP, so a full-size upload gets through instead of black-holing."""
+    lab, proc = tun
+    rs = lab.real_server_list()[0]
+    links = [("router", rs["name"]), (rs["name"], lab.RS_IF)]
+    proc.adm("-C")
+    proc.adm("-A", "-t", f"{lab.VIP}:80", "-s", "rr")
+    proc.adm("-a", "-t", f"{lab.VIP}:80", "-r", f"{rs['addr']}:80", "-i")
+    try:
+        for role, ifname in links:
+            lab.run(role, ["ip", "link", "set", ifname, "mtu", "1400"], check=True)
+        lab.run("client", ["ip", "route", "flush", "cache"], check=True)
+        sent, received = lab.post_pattern(lab.url(path="/sha256"), 2_000_000,
+                                          client_addr=lab.client_addrs[1], timeout=60)
+        assert received == sent
+        cache = lab.run("client", ["ip", "route", "get", lab.VIP], capture_output=True,
+                        text=True).stdout
+        assert "mtu 1380" in cache
+        stats = proc.adm("-L", "-n", "--stats").stdout
+        assert stats.splitlines()[3].split()[4] != "0"  # the relayed errors count as out
+    finally:
+        for role, ifname in links:
+            lab.run(role, ["ip", "link", "set", ifname, "mtu", "1500"])
+        lab.run("client", ["ip", "route", "flush", "cache"])
+        proc.adm("-C")
+
+
 def test_dr_leaves_fin_wait_after_the_clients_fin(dr):
     lab, proc = dr
     proc.adm("-C")
