@@ -29,6 +29,22 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 2
         return run_workers(args)
     daemon = Daemon(io=args.io, interfaces=args.interfaces)
+    profile = os.environ.get("PYVS_PROFILE")  # cProfile output file (measurements only)
+    if profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        run = daemon.run
+
+        def profiled() -> int:
+            prof.enable()
+            try:
+                return run()
+            finally:
+                prof.disable()
+                prof.dump_stats(profile)
+
+        daemon.run = profiled
     if args.rules:
         from engine.config import RulesError, load_rules
 

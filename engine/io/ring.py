@@ -76,7 +76,7 @@ TP_STATUS_CSUMNOTREADY = 8
 BLOCK_SIZE = 1 << 16  # 64 KiB: ~330 small frames per batch (perf-ceilings.md)
 BLOCK_NR = 64
 FRAME_SIZE = 2048
-RETIRE_TOV_MS = 2  # a partly filled block is handed over after this long
+RETIRE_TOV_MS = 1  # a partly filled block is handed over after this long (min 1 ms)
 MAX_BEHIND = 32  # more blocks than this waiting (of BLOCK_NR): shed the oldest
 MAX_BATCH = 4096
 
@@ -206,6 +206,7 @@ class RxRing:
     def behind(self, limit: int) -> int:
         """How many blocks are waiting (counting at most ``limit``)."""
         n = 0
+        limit = min(limit, self.block_nr)
         while n < limit and self.ready(n):
             n += 1
         return n
