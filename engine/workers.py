@@ -22,7 +22,7 @@ connection counts, and per service and in total its stats.  Then
   * process 0 answers `-L` listings (and `status`) with the sums over all workers.
 Published values are at most one tick old.
 
-Left out (see the report in DESIGN.md): `-Lnc` lists process 0's entries only;
+Left out: `-Lnc` lists process 0's entries only;
 per-worker rr/wrr cursors are independent (each worker keeps kernel order for its
 own flows); fwmark/ICMP traffic is handled by process 0, so an fwmark connection
 whose replies the fanout hash gives another worker is not found there.
