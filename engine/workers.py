@@ -168,7 +168,7 @@ class Worker:
         others = self._others()
         svcs = self.shared.svcs
         sothers = svcs.sum(axis=0) - svcs[self.index]
-        for svc, dest, s in self.slots.all_dests(d):
+        for _svc, dest, s in self.slots.all_dests(d):
             row = others[s]
             st = dest.stats
             for j, name in enumerate(_STATS):
@@ -312,7 +312,7 @@ def _broadcast(children, request: dict) -> None:
 def _child(index: int, rfd: int, shared: SharedCounters, interfaces: list[str],
            group: int) -> int:
     from engine import ipvsadm
-    from engine.daemon import TICK, EXPIRE_BUDGET, RawSender
+    from engine.daemon import EXPIRE_BUDGET, TICK, RawSender
     from engine.director import Director
     from engine.io.ring import RingPort
 
