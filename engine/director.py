@@ -91,7 +91,7 @@ def mask_addr(addr: bytes, netmask: int) -> bytes:
     """Template client part: IPv4 addr & mask (int), IPv6 first `netmask` bits."""
     if len(addr) == 4:
         return (int.from_bytes(addr, "big") & netmask).to_bytes(4, "big")
-    bits = 128 - netmask
+    bits = 128 - min(netmask, 128)  # a prefix length; the IPv4 default means /128
     return ((int.from_bytes(addr, "big") >> bits) << bits).to_bytes(16, "big")
 
 

@@ -6,6 +6,8 @@ port would; scapy builds and reads the packets (tests only).
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror
 from scapy.packet import Raw
@@ -307,3 +309,27 @@ def test_nat_icmp_send_answers_unmatched_replies_from_real_servers(monkeypatch):
     assert icmp.src == "198.18.2.1"  # the director's own address toward the real server
     rst = tcp(src=RS[0], sport=80, dst="198.18.0.10", dport=41000, flags="R")
     assert send(d, rst)[0] == ACCEPT
+
+
+def test_ipv6_persistence_groups_by_prefix_length():
+    """IPv6 templates mask the client address to the service's prefix length (-M 64)."""
+    from scapy.layers.inet6 import IPv6
+
+    d = Director(clock=VirtualClock())
+    vip = "2001:db8:1::1"
+    key = d.services.add_service(ServiceSpec(socket.AF_INET6, 6, pack_addr(vip), 80,
+                                             scheduler="rr", flags=SVC_F_PERSISTENT,
+                                             timeout=300, netmask=64)).key
+    for n in range(3):
+        d.services.add_dest(key, DestSpec(pack_addr(f"2001:db8:2::{10 + n}"), 80,
+                                          fwd=FWD_MASQ))
+    seen = set()
+    for host in range(4):
+        pkt = IPv6(src=f"2001:db8::{host + 1}", dst=vip) / TCP(sport=40000, dport=80,
+                                                               flags="S")
+        buf = bytearray(bytes(pkt))
+        assert d.process([buf]) == [FORWARD]
+        seen.add(IPv6(bytes(buf)).dst)
+    assert len(seen) == 1
+    (tmpl,) = [c for c in d.conntable.entries() if c.is_template]
+    assert tmpl.caddr == pack_addr("2001:db8::")
