@@ -34,6 +34,9 @@ counters and stats are identical to the per-packet path.
 
 from __future__ import annotations
 
+from itertools import repeat
+from operator import and_, attrgetter, lshift, or_
+
 import numpy as np
 
 from engine import tcpstate
@@ -45,9 +48,12 @@ from engine.verdict import ACCEPT, DROP, FORWARD
 ETH = 14
 HDR = ETH + 20 + 20  # Ethernet + IPv4 without options + TCP without options
 _COLS = np.arange(HDR, dtype=np.int64)
+_WB = np.arange(ETH + 10, HDR, dtype=np.int64)  # IP checksum .. end of a TCP header
 _NOT_FAST = CONN_F_NOOUTPUT | FWD_MASK  # any of these bits: slow (or not MASQ)
 _TCP, _UDP = 6, 17
 _M48 = (1 << 48) - 1
+_IKEY, _DADDR, _DPORT, _DEST = (attrgetter(a) for a in ("ikey", "daddr", "dport", "dest"))
+
 
 # next state for an ACK event, per direction, per state (normal / secure_tcp tables)
 _ACK = tcpstate.EV_ACK
@@ -57,7 +63,6 @@ _ACK_NEXT = {secure: tuple(tables[d][_ACK] for d in range(3))
 _ACK_STAYS = {secure: tuple(frozenset(s for s, n in enumerate(rows[d]) if n == s)
                             for d in range(3))
               for secure, rows in _ACK_NEXT.items()}
-
 
 def _u16(h: np.ndarray, i: int) -> np.ndarray:
     return (h[:, i].astype(np.int64) << 8) | h[:, i + 1]
@@ -107,17 +112,19 @@ class FastPath:
         np.minimum(idx, len(buf) - 1, out=idx)
         h = buf[idx]
 
-        ethertype = _u16(h, 12)
-        tot = _u16(h, ETH + 2)
-        frag = _u16(h, ETH + 6)
-        proto = h[:, ETH + 9].astype(np.int64)
-        saddr = _u32(h, ETH + 12)
-        daddr = _u32(h, ETH + 16)
-        sport = _u16(h, ETH + 20)
-        dport = _u16(h, ETH + 22)
+        w = h.view(">u2")  # big-endian 16-bit words: every field used here is aligned
+        i64 = np.int64
+        ethertype = w[:, 6]
+        tot = w[:, 8].astype(i64)  # ETH + 2
+        frag = w[:, 10]  # ETH + 6
+        proto = h[:, ETH + 9].astype(i64)
+        saddr = (w[:, 13].astype(i64) << 16) | w[:, 14]  # ETH + 12
+        daddr = (w[:, 15].astype(i64) << 16) | w[:, 16]  # ETH + 16
+        sport = w[:, 17].astype(i64)  # ETH + 20
+        dport = w[:, 18].astype(i64)  # ETH + 22
         tflags = h[:, ETH + 33]
         doff = (h[:, ETH + 32] >> 4).astype(np.int64) << 2
-        ulen = _u16(h, ETH + 24)
+        ulen = w[:, 19].astype(i64)  # ETH + 24
         avail = tot - 20
         is_tcp = proto == _TCP
         is_udp = proto == _UDP
@@ -155,6 +162,14 @@ class FastPath:
         his, los, rks, rbs, rls = hi.tolist(), lo.tolist(), rk.tolist(), rbase.tolist(), \
             rlo.tolist()
         tcp = is_tcp.tolist()
+        # the packed in keys and both first lookups of the whole batch, in C (map); they
+        # hold until a frame goes to Director._packet (which may change the table), after
+        # which every lookup is made again at its frame's turn
+        keys = list(map(or_, map(lshift, his, repeat(64, n)), los))
+        pre_vips = list(map(rs_vips_get, rks))
+        pre_in = list(map(by_in_get, keys))
+        clean = True
+        dls: dict = {}  # timeout -> deadline (the table's shared float for this batch)
 
         out_i: list[int] = []  # fast replies: frame index, conn
         out_c: list = []
@@ -165,12 +180,13 @@ class FastPath:
             if not el[i]:
                 verdicts[i] = slow_packet(buf, int(offs[i]), int(lens[i]), now)
                 slow += 1
+                clean = False
                 continue
             conn = None
-            vips = rs_vips_get(rks[i])
+            vips = pre_vips[i] if clean else rs_vips_get(rks[i])
             if vips is not None:  # Director._packet: out_get first
                 if override:
-                    conn = override.get((his[i] << 64) | los[i])
+                    conn = override.get(keys[i])
                 if conn is None:
                     base = (rbs[i] << 64) | rls[i]
                     sp = rks[i] & 0xFFFF
@@ -188,6 +204,7 @@ class FastPath:
                             or (tcp[i] and conn.state not in out_stays)):
                         verdicts[i] = slow_packet(buf, int(offs[i]), int(lens[i]), now)
                         slow += 1
+                        clean = False
                         continue
                     if tcp[i]:
                         t = tcp_to[conn.state]
@@ -197,29 +214,35 @@ class FastPath:
                             conn.control.state = CTPL_ASSURED
                     conn.timeout = t
                     old = conn.expires
-                    conn.expires = dl = deadline(now, t)
+                    dl = dls.get(t)
+                    if dl is None:
+                        dl = dls[t] = deadline(now, t)
+                    conn.expires = dl
                     if dl < old or old == 0.0:
                         wheel_schedule(conn, dl)
                     out_i.append(i)
                     out_c.append(conn)
                     fast += 1
                     continue
-            conn = by_in_get((his[i] << 64) | los[i])
+            conn = pre_in[i] if clean else by_in_get(keys[i])
             if conn is None:
                 verdicts[i] = slow_packet(buf, int(offs[i]), int(lens[i]), now)
                 slow += 1
+                clean = False
                 continue
             flags = conn.flags
             dest = conn.dest
             if flags & FWD_MASK != FWD_MASQ or dest is None or not dest.available:
                 verdicts[i] = slow_packet(buf, int(offs[i]), int(lens[i]), now)
                 slow += 1
+                clean = False
                 continue
             if tcp[i]:
                 st = conn.state
                 if st not in (ionly_stays if flags & CONN_F_NOOUTPUT else in_stays):
                     verdicts[i] = slow_packet(buf, int(offs[i]), int(lens[i]), now)
                     slow += 1
+                    clean = False
                     continue
                 t = tcp_to[st]
             else:
@@ -227,7 +250,10 @@ class FastPath:
             conn.timeout = t
             conn.in_pkts += 1
             old = conn.expires
-            conn.expires = dl = deadline(now, t)
+            dl = dls.get(t)
+            if dl is None:
+                dl = dls[t] = deadline(now, t)
+            conn.expires = dl
             if dl < old or old == 0.0:
                 wheel_schedule(conn, dl)
             in_i.append(i)
@@ -264,47 +290,57 @@ class FastPath:
         r = np.asarray(rows, dtype=np.int64)
         o = offs[r]
         hh = h[r]
+        m = len(conns)
         if reply:
-            vps = np.array([c.ikey & _M48 for c in conns], dtype=np.int64)
+            vps = np.fromiter(map(and_, map(_IKEY, conns), repeat(_M48, m)), np.int64, m)
             new_addr = vps >> 16
             new_port = vps & 0xFFFF
             a_at, p_at = ETH + 12, ETH + 20
         else:
-            new_addr = np.array([int.from_bytes(c.daddr, "big") for c in conns],
-                                dtype=np.int64)
-            new_port = np.array([c.dport for c in conns], dtype=np.int64)
+            raw = b"".join(map(_DADDR, conns))
+            if len(raw) == 4 * m:  # IPv4 real servers (always, for a MASQ IPv4 entry)
+                new_addr = np.frombuffer(raw, dtype=">u4").astype(np.int64)
+            else:
+                new_addr = np.array([int.from_bytes(c.daddr, "big") for c in conns],
+                                    dtype=np.int64)
+            new_port = np.fromiter(map(_DPORT, conns), np.int64, m)
             a_at, p_at = ETH + 16, ETH + 22
-        old_addr = _u32(hh, a_at)
-        old_port = _u16(hh, p_at)
+        # the header rows of these frames, as big-endian 16-bit words (all fields here
+        # sit on even offsets), changed in place and written back with one scatter
+        w = hh.view(">u2")
+        ai, pi = a_at >> 1, p_at >> 1
+        old_addr = (w[:, ai].astype(np.int64) << 16) | w[:, ai + 1]
+        old_port = w[:, pi].astype(np.int64)
         delta = new_addr - old_addr
-        ipc = _adjust(_u16(hh, ETH + 10), delta)
-        _put32(buf, o + a_at, new_addr)
-        _put16(buf, o + ETH + 10, ipc)
-        _put16(buf, o + p_at, new_port)
+        w[:, (ETH + 10) >> 1] = _adjust(w[:, (ETH + 10) >> 1].astype(np.int64), delta)
+        w[:, ai] = new_addr >> 16
+        w[:, ai + 1] = new_addr & 0xFFFF
+        w[:, pi] = new_port
         delta = delta + (new_port - old_port)
         pr = proto[r]
         tcp = pr == _TCP
         if tcp.any():
-            ot = o[tcp]
-            c = _u16(hh[tcp], ETH + 36)
-            _put16(buf, ot + ETH + 36, _adjust(c, delta[tcp]))
+            tc = (ETH + 36) >> 1
+            w[tcp, tc] = _adjust(w[tcp, tc].astype(np.int64), delta[tcp])
         udp = ~tcp
         if udp.any():
-            c = _u16(hh[udp], ETH + 26)
-            has = c != 0  # UDP checksum 0 = none: left alone
-            if has.any():
-                nc = _adjust(c[has], delta[udp][has])
-                nc[nc == 0] = 0xFFFF
-                _put16(buf, o[udp][has] + ETH + 26, nc)
+            uc = (ETH + 26) >> 1
+            c = w[udp, uc].astype(np.int64)
+            nc = _adjust(c, delta[udp])
+            nc[nc == 0] = 0xFFFF
+            w[udp, uc] = np.where(c != 0, nc, 0)  # UDP checksum 0 = none: left alone
+        buf[o[:, None] + _WB] = hh[:, _WB]
         # counters: per destination, then service and total (Director._in/_out_stats)
         lens = tot[r]
-        codes: dict = {}
-        code = [codes.setdefault(c.dest, len(codes)) for c in conns]
-        k = len(codes)
+        dests = list(map(_DEST, conns))
+        ids = np.fromiter(map(id, dests), np.uint64, m)
+        uniq, first, code = np.unique(ids, return_index=True, return_inverse=True)
+        k = len(uniq)
         pk = np.bincount(code, minlength=k).tolist()
         by = np.bincount(code, weights=lens, minlength=k).tolist()
         total = d.total
-        for dest, j in codes.items():
+        for j, f in enumerate(first.tolist()):
+            dest = dests[f]
             p, b = pk[j], int(by[j])
             for st in (dest.stats, dest.service.stats, total):
                 if reply:
