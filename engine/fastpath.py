@@ -42,7 +42,7 @@ import numpy as np
 from engine import tcpstate
 from engine.conntable import CTPL_ASSURED
 from engine.packet import Malformed
-from engine.service import CONN_F_NOOUTPUT, FWD_MASK, FWD_MASQ
+from engine.service import CONN_F_NOOUTPUT, DEST_F_AVAILABLE, FWD_MASK, FWD_MASQ
 from engine.verdict import ACCEPT, DROP, FORWARD
 
 ETH = 14
@@ -200,7 +200,7 @@ class FastPath:
                 if conn is not None:
                     flags = conn.flags
                     dest = conn.dest
-                    if (flags & _NOT_FAST or dest is None or not dest.available
+                    if (flags & _NOT_FAST or dest is None or not dest.flags & DEST_F_AVAILABLE
                             or (tcp[i] and conn.state not in out_stays)):
                         verdicts[i] = slow_packet(buf, int(offs[i]), int(lens[i]), now)
                         slow += 1
@@ -232,7 +232,7 @@ class FastPath:
                 continue
             flags = conn.flags
             dest = conn.dest
-            if flags & FWD_MASK != FWD_MASQ or dest is None or not dest.available:
+            if flags & FWD_MASK != FWD_MASQ or dest is None or not dest.flags & DEST_F_AVAILABLE:
                 verdicts[i] = slow_packet(buf, int(offs[i]), int(lens[i]), now)
                 slow += 1
                 clean = False
