@@ -79,9 +79,9 @@ FRAME_SIZE = 2048
 RETIRE_TOV_MS = 1  # a partly filled block is handed over after this long (min 1 ms)
 MAX_BEHIND = 32  # more blocks than this waiting (of BLOCK_NR): shed the oldest
 MAX_BATCH = 4096
-MERGE_BLOCKS = 8  # blocks already waiting are processed together, as one batch
 
 _HDR3 = struct.Struct("<IIIIIIHH")  # tpacket3_hdr: next, sec, nsec, snaplen, len, status, mac, net
+_U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 _TCP, _UDP = 6, 17
 
@@ -207,6 +207,25 @@ class RxRing:
         off = ((self.cur + k) % self.block_nr) * self.block_size
         return bool(_U32.unpack_from(self.mm, off + 8)[0] & TP_STATUS_USER)
 
+    def resync(self) -> bool:
+        """If the block at the cursor is not ours while others are, move the cursor to the
+        oldest ready block (by the kernel's block sequence number).  After heavy overload
+        the cursor was seen to fall out of step with the kernel's fill order, leaving it
+        on a block the kernel no longer fills next while every other block waited."""
+        if self.ready(0):
+            return False
+        oldest = None
+        for k in range(self.block_nr):
+            off = k * self.block_size
+            if _U32.unpack_from(self.mm, off + 8)[0] & TP_STATUS_USER:
+                seq = _U64.unpack_from(self.mm, off + 24)[0]  # tpacket_hdr_v1.seq_num
+                if oldest is None or seq < oldest[0]:
+                    oldest = (seq, k)
+        if oldest is None:
+            return False
+        self.cur = oldest[1]
+        return True
+
     def behind(self, limit: int) -> int:
         """How many blocks are waiting (counting at most ``limit``)."""
         n = 0
@@ -215,11 +234,10 @@ class RxRing:
             n += 1
         return n
 
-    def frames(self, k: int = 0) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The current block (or the k-th after it): (block offset, frame offsets,
-        captured lengths, wire lengths, status words); offsets are absolute in the ring
-        (the Ethernet header)."""
-        b = ((self.cur + k) % self.block_nr) * self.block_size
+    def frames(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The current block: (block offset, frame offsets, captured lengths, wire
+        lengths, status words); offsets are absolute in the ring (the Ethernet header)."""
+        b = self.cur * self.block_size
         m32 = self._m32
         num = m32[(b + 12) >> 2]
         off = b + m32[(b + 16) >> 2]
@@ -469,31 +487,22 @@ class RingPort:
     def serve(self, ring: RxRing, max_blocks: int = 64) -> int:
         """Process the waiting blocks of one ring (bounded); returns frames handled."""
         done = 0
+        if ring.resync():
+            self.counters["ring-resync"] += 1
         waiting = ring.behind(max_blocks + MAX_BEHIND)
         while waiting > MAX_BEHIND:  # behind: shed the oldest blocks whole
             self.counters["ring-shed"] += ring.release()
             waiting -= 1
-        left = min(waiting, max_blocks)
-        while left > 0:
-            # blocks that are already waiting go through as one batch (numpy and the
-            # fast path cost less per frame in big batches, and one sendmmsg serves them)
-            k = min(left, MERGE_BLOCKS)
+        for _ in range(min(waiting, max_blocks)):
             try:
-                done += self._block(ring, k)
+                done += self._block(ring)
             finally:
-                for _ in range(k):
-                    ring.release()
-            left -= k
+                ring.release()
         return done
 
-    def _block(self, ring: RxRing, nblocks: int = 1) -> int:
+    def _block(self, ring: RxRing) -> int:
         d = self.director
-        if nblocks == 1:
-            _b, offs, snaps, wire, status = ring.frames()
-        else:
-            parts = [ring.frames(k) for k in range(nblocks)]
-            offs, snaps, wire, status = (np.concatenate([p[j] for p in parts])
-                                         for j in range(1, 5))
+        _b, offs, snaps, wire, status = ring.frames()
         n = len(offs)
         c = self.counters
         c["ring-frames"] += n
@@ -673,6 +682,10 @@ class RingPort:
         out["slow"] = self.fast.slow
         out["tx-sent"] = self.tx.sent
         out["tx-errors"] = self.tx.errors
+        out["rings"] = {r.ifname: {"cur": r.cur, "user_blocks": [
+            k for k in range(r.block_nr)
+            if _U32.unpack_from(r.mm, k * r.block_size + 8)[0] & TP_STATUS_USER]}
+            for r in self.rings}
         return out
 
     def close(self) -> None:

@@ -115,11 +115,6 @@ table netdev bench {{
 
     # -------------------------------------------------------------- helpers
 
-    def mac(self, role: str, ifname: str) -> str:
-        r = self.run(role, ["cat", f"/sys/class/net/{ifname}/address"], check=True,
-                     capture_output=True)
-        return r.stdout.strip()
-
     def nft(self, role: str, script: str, check: bool = True) -> subprocess.CompletedProcess:
         """Load an nftables script in a namespace (``nft -f -``)."""
         r = self.run(role, ["nft", "-f", "-"], input=script, capture_output=True)

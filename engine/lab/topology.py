@@ -325,6 +325,12 @@ class Lab:
     def popen(self, role: str, argv: list[str], **kw) -> subprocess.Popen:
         return nx.popen(self.ns(role), argv, **kw)
 
+    def mac(self, role: str, ifname: str) -> str:
+        """The MAC address of an interface in one of the lab's namespaces."""
+        r = self.run(role, ["cat", f"/sys/class/net/{ifname}/address"], check=True,
+                     capture_output=True, text=True)
+        return r.stdout.strip()
+
     extra_roles: tuple[str, ...] = ()  # namespaces besides client, director, rs<i>
 
     def describe(self) -> dict:
