@@ -471,7 +471,7 @@ class RingPort:
         self.hops = NextHops()
         self.match = Match()
         self.counters = {"ring-frames": 0, "ring-mine": 0, "ring-forward": 0,
-                         "ring-to-kernel": 0, "ring-shed": 0, "ring-truncated": 0,
+                         "ring-to-kernel": 0, "ring-shed": 0, "ring-resync": 0, "ring-truncated": 0,
                          "ring-bad-ip-checksum": 0}
 
     def update_services(self, services) -> None:
