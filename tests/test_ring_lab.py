@@ -166,7 +166,7 @@ def test_two_workers_balance_and_stats_show_totals(nat_lab_factory):
 
 def test_ring_keeps_serving_after_a_flood_it_cannot_keep_up_with(lab_env):
     """Overload sheds whole blocks; afterwards the ring and the kernel must still agree on
-    which blocks are whose (a desynchronised ring stops receiving: probes get lost).
+    which blocks are whose (a desynchronised ring stops receiving for good).
     Uses the bench topology (client -> director -> sink) and its raw-frame generator."""
     from bench import tools, traffic
     from bench.__main__ import configure_pyvs
@@ -181,6 +181,9 @@ def test_ring_keeps_serving_after_a_flood_it_cannot_keep_up_with(lab_env):
             configure_pyvs(d, bench, "m")
             flood = traffic.flat_out(bench, gen, bench.VIP, FLOOD_PORT, duration=2.0)
             assert flood["loss"] > 0.2  # it really could not keep up
-            probe = traffic.pingpong(bench, gen.path, bench.VIP, ECHO_PORT, count=100,
-                                     duration=1.0)
-            assert probe["lost"] == 0 and probe["p50_us"] > 0
+            for _ in range(3):  # serving again within a few seconds, every probe answered
+                probe = traffic.pingpong(bench, gen.path, bench.VIP, ECHO_PORT, count=100,
+                                         duration=1.0)
+                if probe["lost"] == 0:
+                    break
+            assert probe["lost"] == 0 and probe["p50_us"] > 0, status(d)["ring"]
