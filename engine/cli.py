@@ -29,22 +29,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 2
         return run_workers(args)
     daemon = Daemon(io=args.io, interfaces=args.interfaces)
-    profile = os.environ.get("PYVS_PROFILE")  # cProfile output file (measurements only)
-    if profile:
-        import cProfile
-
-        prof = cProfile.Profile()
-        run = daemon.run
-
-        def profiled() -> int:
-            prof.enable()
-            try:
-                return run()
-            finally:
-                prof.disable()
-                prof.dump_stats(profile)
-
-        daemon.run = profiled
     if args.rules:
         from engine.config import RulesError, load_rules
 
@@ -54,7 +38,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             sys.stderr.write(f"pyvs: {err}\n")
             return 1
         logging.getLogger("pyvs").info("%d rules loaded from %s", count, args.rules)
-    return daemon.run()
+    profile = os.environ.get("PYVS_PROFILE")  # a cProfile output file, for measurements
+    if not profile:
+        return daemon.run()
+    import cProfile
+
+    prof = cProfile.Profile()
+    try:
+        return prof.runcall(daemon.run)
+    finally:
+        prof.dump_stats(profile)
 
 
 def cmd_sysctl(args: argparse.Namespace) -> int:

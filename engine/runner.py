@@ -78,6 +78,17 @@ class DirectorProcess:
             raise DirectorError(f"pyvs sysctl {settings}: {proc.stderr.strip()}")
         return proc.stdout
 
+    def status(self) -> dict:
+        """`pyvs status`: connection count, drops by reason, port counters."""
+        import json
+
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        proc = subprocess.run(self._netns([sys.executable, "-m", "engine.cli", "status"]),
+                              capture_output=True, text=True, env=env, timeout=10)
+        if proc.returncode != 0:
+            raise DirectorError(f"pyvs status: {proc.stderr.strip()}")
+        return json.loads(proc.stdout)
+
     def stop(self, timeout: float = 5.0) -> int | None:
         proc = self.proc
         if proc is None or proc.poll() is not None:

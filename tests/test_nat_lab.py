@@ -7,7 +7,6 @@ every test starts from `pyvsadm -C`.  Real server rsN answers "rsN" and lives at
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -15,6 +14,7 @@ import pytest
 
 from engine.lab import NatLab, servers
 from engine.runner import ROOT, DirectorProcess
+from tests.labhelp import add_service
 
 pytestmark = pytest.mark.lab
 
@@ -51,23 +51,8 @@ def director(director_proc):
     director_proc.adm("-C")
 
 
-def add_service(director, lab, *opts, weights=(1, 1, 1), proto="-t", vip=VIP, port=80,
-                method="-m"):
-    director.adm("-A", proto, f"{vip}:{port}", *opts)
-    for rs, w in zip(lab.real_server_list(), weights, strict=False):
-        director.adm("-a", proto, f"{vip}:{port}", "-r", f"{rs['addr']}:{port}", method,
-                     "-w", str(w))
-
-
 def get(lab, client=None, vip=VIP):
     return lab.curl(lab.url(vip), client_addr=client).strip()
-
-
-def status(director) -> dict:
-    out = subprocess.run(["ip", "netns", "exec", director.ns, sys.executable, "-m",
-                          "engine.cli", "status"], capture_output=True, text=True,
-                         env={"PYTHONPATH": str(ROOT)}, check=True, timeout=10).stdout
-    return json.loads(out)
 
 
 def test_rr_thirty_requests_land_ten_each_in_kernel_order(lab, director):
@@ -135,7 +120,7 @@ def test_no_available_destination_refuses_the_connection(lab, director):
 def test_malformed_packets_are_counted_and_dropped_while_service_goes_on(lab, director):
     add_service(director, lab, "-s", "rr")
     add_service(director, lab, "-s", "rr", proto="-u", port=53)
-    before = status(director)["drops"]
+    before = director.status()["drops"]
     junk = (
         "from scapy.all import IP, TCP, UDP, Raw, raw, send\n"
         f"t = raw(IP(dst='{VIP}')/TCP(dport=80, flags='S'))\n"
@@ -145,7 +130,7 @@ def test_malformed_packets_are_counted_and_dropped_while_service_goes_on(lab, di
     )
     lab.run("client", [sys.executable, "-c", junk], check=True, timeout=60,
             capture_output=True)
-    after = status(director)["drops"]
+    after = director.status()["drops"]
     assert sum(after.values()) - sum(before.values()) == 2
     assert get(lab) in {"rs1", "rs2", "rs3"}
 

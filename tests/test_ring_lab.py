@@ -8,7 +8,6 @@ its own ring interfaces itself.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -16,6 +15,7 @@ import pytest
 
 from engine.lab import NatLab, servers
 from engine.runner import ROOT, DirectorProcess
+from tests.labhelp import add_service
 
 pytestmark = pytest.mark.lab
 
@@ -58,20 +58,6 @@ def director(ring_proc):
     ring_proc.adm("-C")
 
 
-def add_service(director, lab, *opts, weights=(1, 1, 1), proto="-t", port=80):
-    director.adm("-A", proto, f"{VIP}:{port}", *opts)
-    for rs, w in zip(lab.real_server_list(), weights, strict=False):
-        director.adm("-a", proto, f"{VIP}:{port}", "-r", f"{rs['addr']}:{port}", "-m",
-                     "-w", str(w))
-
-
-def status(director) -> dict:
-    out = subprocess.run(["ip", "netns", "exec", director.ns, sys.executable, "-m",
-                          "engine.cli", "status"], capture_output=True, text=True,
-                         env={"PYTHONPATH": str(ROOT)}, check=True, timeout=10).stdout
-    return json.loads(out)
-
-
 def nft(ns) -> str:
     return subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "tables"],
                           capture_output=True, text=True, check=True).stdout
@@ -79,12 +65,12 @@ def nft(ns) -> str:
 
 def test_rr_thirty_requests_land_ten_each_in_kernel_order(lab, director):
     add_service(director, lab, "-s", "rr")
-    before = status(director)["ring"]
+    before = director.status()["ring"]
     answers = [lab.curl(lab.url(VIP)).strip() for _ in range(30)]
     assert answers[:3] == ["rs3", "rs2", "rs1"]
     assert {n: answers.count(n) for n in ("rs1", "rs2", "rs3")} == {
         "rs1": 10, "rs2": 10, "rs3": 10}
-    after = status(director)["ring"]
+    after = director.status()["ring"]
     assert after["ring-forward"] - before["ring-forward"] >= 30 * 4  # the ring carried it
     assert after["fast"] > before["fast"]
     assert "netdev pyvs" in nft(director.ns)
@@ -106,7 +92,7 @@ def test_fifty_megabytes_arrive_intact_both_ways(lab, director):
     assert n == size and digest == servers.pattern_sha256(size)
     sent, received = lab.post_pattern(lab.url(VIP, "/sha256"), size, timeout=120)
     assert received == sent
-    assert status(director)["ring"]["ring-truncated"] == 0
+    assert director.status()["ring"]["ring-truncated"] == 0
 
 
 def test_fwmark_service_still_works_through_nfqueue(lab, director):
@@ -157,7 +143,7 @@ def test_two_workers_balance_and_stats_show_totals(nat_lab_factory):
         conns, inpkts, outpkts, inbytes, outbytes = (int(x) for x in line.split()[2:7])
         assert (conns, inpkts, outpkts) == (24, 24, 24)
         assert inbytes == 24 * (20 + 8 + len(payload))
-        st = status(d)
+        st = d.status()
         assert st["workers"] == 2
         ring = st["ring"]
         assert ring["ring-forward"] > 0
@@ -186,4 +172,4 @@ def test_ring_keeps_serving_after_a_flood_it_cannot_keep_up_with(lab_env):
                                          duration=1.0)
                 if probe["lost"] == 0:
                     break
-            assert probe["lost"] == 0 and probe["p50_us"] > 0, status(d)["ring"]
+            assert probe["lost"] == 0 and probe["p50_us"] > 0, d.status()["ring"]

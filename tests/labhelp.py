@@ -1,0 +1,14 @@
+"""Helpers shared by the lab tests that drive `pyvs run` with `pyvsadm`."""
+
+from __future__ import annotations
+
+
+def add_service(director, lab, *opts, weights=(1, 1, 1), proto="-t", vip=None, port=80,
+                method="-m"):
+    """`-A` a service on the lab's VIP, then `-a` the lab's real servers in order
+    (rs1, rs2, ...: the kernel's list becomes ..., rs2, rs1)."""
+    vip = vip or lab.VIP
+    director.adm("-A", proto, f"{vip}:{port}", *opts)
+    for rs, w in zip(lab.real_server_list(), weights, strict=False):
+        director.adm("-a", proto, f"{vip}:{port}", "-r", f"{rs['addr']}:{port}", method,
+                     "-w", str(w))
