@@ -72,7 +72,7 @@ def test_report_lands_between_the_markers(tmp_path):
     write_readme(res, readme)
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("outro\n")
-    assert "old" not in text and "| kernel IP forwarding | 1,000 | 900 |" in text
+    assert "old" not in text and "| kernel IP forwarding | 1,000 | — | 900 |" in text
     assert "not available" in markdown(res)
 
 
