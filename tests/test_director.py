@@ -333,3 +333,28 @@ def test_ipv6_persistence_groups_by_prefix_length():
     assert len(seen) == 1
     (tmpl,) = [c for c in d.conntable.entries() if c.is_template]
     assert tmpl.caddr == pack_addr("2001:db8::")
+
+
+def test_port_zero_persistent_service_keeps_the_clients_port_and_one_template():
+    """ip_vs_sched_persist(): a port-0 service shares one template per client across
+    ports, and connections keep the client's destination port (5.2, 5.3)."""
+    d, _, key = make("rr", port=0, flags=SVC_F_PERSISTENT, timeout=300)
+    outs = [send(d, tcp(sport=41000 + n, dport=port))[1]
+            for n, port in enumerate((8080, 8443, 9000))]
+    assert len({o.dst for o in outs}) == 1
+    assert [o[TCP].dport for o in outs] == [8080, 8443, 9000]
+    templates = [c for c in d.conntable.entries() if c.is_template]
+    assert len(templates) == 1 and templates[0].vport == 0 and templates[0].dport == 0
+
+
+def test_fwmark_persistence_shares_one_template_across_protocols():
+    """An fwmark template is (IPPROTO_IP, caddr, fwmark as address, 0): HTTP and HTTPS
+    of one client stick together (5.2)."""
+    d, _, key = make("rr", fwmark=5, flags=SVC_F_PERSISTENT, timeout=300)
+    web = send(d, tcp(sport=41000, dport=80), mark=5)[1]
+    tls = send(d, tcp(sport=41001, dport=443), mark=5)[1]
+    dns = send(d, udp(sport=41002, dport=53), mark=5)[1]
+    assert web.dst == tls.dst == dns.dst
+    (tmpl,) = [c for c in d.conntable.entries() if c.is_template]
+    assert tmpl.protocol == 0 and tmpl.vaddr == (5).to_bytes(4, "big")
+    assert tmpl.state_name == "NONE"
