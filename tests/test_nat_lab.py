@@ -34,12 +34,8 @@ def lab(lab_env):
 
 @pytest.fixture(scope="module")
 def director_proc(lab):
-    proc = DirectorProcess(lab.ns("director"))
-    try:
-        proc.start()
+    with DirectorProcess(lab.ns("director")) as proc:  # always stopped
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture

@@ -43,12 +43,8 @@ def lab(lab_env):
 
 @pytest.fixture(scope="module")
 def ring_proc(lab):
-    proc = DirectorProcess(lab.ns("director"), args=("--io", "ring"))
-    try:
-        proc.start()
+    with DirectorProcess(lab.ns("director"), args=("--io", "ring")) as proc:  # always stopped
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture
