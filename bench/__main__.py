@@ -87,23 +87,22 @@ def pyvs_capabilities() -> dict:
     return {"io": io_modes, "workers": "--workers" in text, "help": text}
 
 
-def pyvs_variants(caps: dict) -> list[dict]:
+def pyvs_variants(caps: dict) -> tuple[list[dict], list[tuple[str, str]]]:
     """(case name, run options, forwarding method) to measure, best I/O last."""
     out = [{"case": "pyvs NAT (nfqueue)", "args": [], "method": "m"}]
     skipped = []
-    best: list[str] = []
     if "ring" in caps["io"]:
-        best = ["--io", "ring"]
-        out.append({"case": "pyvs NAT (ring)", "args": best, "method": "m"})
+        out.append({"case": "pyvs NAT (ring)", "args": ["--io", "ring"], "method": "m"})
+        if caps["workers"]:
+            out.append({"case": "pyvs NAT (ring, 2 workers)",
+                        "args": ["--io", "ring", "--workers", "2"], "method": "m"})
     else:
         skipped.append(("pyvs NAT (ring)", "`pyvs run --io ring` is not available yet"))
-    if caps["workers"]:
-        label = "ring" if best else "nfqueue"
-        out.append({"case": f"pyvs NAT ({label}, 2 workers)", "args": [*best, "--workers", "2"],
-                    "method": "m"})
-    else:
-        skipped.append(("pyvs NAT (2 workers)", "`pyvs run --workers` is not available yet"))
-    label = "ring" if best else "nfqueue"
+    best = ["--io", "xdp"] if "xdp" in caps["io"] else ["--io", "ring"] if "ring" in caps[
+        "io"] else []
+    label = best[1] if best else "nfqueue"
+    if best and label != "ring":
+        out.append({"case": f"pyvs NAT ({label})", "args": best, "method": "m"})
     out.append({"case": f"pyvs DR ({label})", "args": best, "method": "g"})
     out.append({"case": f"pyvs TUN ({label})", "args": best, "method": "i"})
     return out, skipped
@@ -314,6 +313,9 @@ table netdev genceil {{
         caps = pyvs_capabilities()
         self.results["meta"]["pyvs_run_options"] = {"io": caps["io"], "workers": caps["workers"]}
         variants, skipped = pyvs_variants(caps)
+        if self.args.case:
+            variants = [v for v in variants
+                        if any(c.lower() in v["case"].lower() for c in self.args.case)]
         for case, why in skipped:
             self.skip(case, why)
         for v in variants:
@@ -587,6 +589,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-traffic", action="store_true",
                     help="no lab: memory and scheduler sections only")
     ap.add_argument("--no-sched", action="store_true")
+    ap.add_argument("--case", action="append", metavar="TEXT",
+                    help="only the pyvs cases whose name contains TEXT (repeatable); the "
+                         "kernel cases always run, for the ratios")
     args = ap.parse_args(argv)
     if os.geteuid() != 0 and not args.no_traffic:
         sys.exit("python -m bench: needs root (network namespaces); --no-traffic runs "

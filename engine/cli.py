@@ -115,13 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the director in this network namespace")
     run.add_argument("--rules", metavar="FILE",
                      help="ipvsadm rules to load at start (the format `pyvsadm -S` prints)")
-    run.add_argument("--io", choices=["nfqueue", "ring"], default="nfqueue",
-                     help="packet port: nfqueue (default, faithful) or ring (AF_PACKET "
-                          "TPACKET_V3 rings + batch fast path; fwmark/ICMP stay on NFQUEUE)")
+    run.add_argument("--io", choices=["nfqueue", "ring", "xdp"], default="nfqueue",
+                     help="packet port: nfqueue (default, faithful), ring (AF_PACKET "
+                          "TPACKET_V3 rings + batch fast path) or xdp (AF_XDP sockets + the "
+                          "same fast path); in ring and xdp modes fwmark/ICMP stay on NFQUEUE")
     run.add_argument("--workers", type=int, default=1,
                      help="worker processes (ring mode, PACKET_FANOUT hash); default 1")
     run.add_argument("--interface", dest="interfaces", action="append", metavar="IF",
-                     help="ring interfaces (default: every interface with an address)")
+                     help="ring/xdp interfaces (default: every interface with an address)")
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"])
     run.set_defaults(func=cmd_run)

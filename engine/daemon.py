@@ -70,14 +70,15 @@ class RawSender:
 
 
 class Daemon:
-    """``io``: "nfqueue" (the default, faithful path) or "ring" (engine/io/ring.py: the
-    fast path for addr:port services; fwmark services and ICMP stay on NFQUEUE)."""
+    """``io``: "nfqueue" (the default, faithful path), "ring" (engine/io/ring.py: the
+    fast path for addr:port services; fwmark services and ICMP stay on NFQUEUE) or
+    "xdp" (engine/io/xdp.py: the same fast path over AF_XDP sockets)."""
 
     def __init__(self, director: Director | None = None, queue: int = QUEUE_NUM,
                  io: str = "nfqueue", interfaces: list[str] | None = None) -> None:
         self.director = director or Director()
         self.io = io
-        self.plumbing = Plumbing(queue, ring=io == "ring")
+        self.plumbing = Plumbing(queue, ring=io in ("ring", "xdp"))
         self.queue = queue
         self.running = False
         self._generation = -1
@@ -132,7 +133,8 @@ class Daemon:
                 # the ring takes a service's packets only once the kernel stops seeing
                 # them, and gives them up before the kernel sees them again
                 self.ring.update_services(services.services.values())
-                self.ring_plumbing.sync(services.services.values())
+                if self.ring_plumbing is not None:
+                    self.ring_plumbing.sync(services.services.values())
             self._generation = services.generation
 
     def _serve_control(self, listener: socket.socket) -> None:
@@ -174,8 +176,13 @@ class Daemon:
         if not self.interfaces:
             self.interfaces = director_interfaces()
         if not self.interfaces:
-            raise RuntimeError("--io ring: no interface with an address in this namespace")
+            raise RuntimeError(f"--io {self.io}: no interface with an address in this namespace")
         self.director.conntable.expire_budget = EXPIRE_BUDGET
+        if self.io == "xdp":
+            from engine.io.xdp import XdpPort
+
+            self.ring = XdpPort(self.director, self.interfaces, sender, fanout_group)
+            return
         self.ring = RingPort(self.director, self.interfaces, sender, fanout_group)
         self.ring_plumbing = RingPlumbing(self.interfaces)
         self.ring_plumbing.install()
@@ -190,7 +197,7 @@ class Daemon:
         self.plumbing.install()
         port = NfQueuePort(self.queue)
         sender = RawSender()
-        if self.io == "ring":
+        if self.io in ("ring", "xdp"):
             try:
                 self._start_ring(sender, self.fanout_group)
             except Exception:

@@ -304,6 +304,7 @@ class MmsgSender:
         self.msgs[:, 3] = 1
         self.msgs[:, 1] = 20
         self._names: dict[tuple[int, int], ctypes.Array] = {}
+        self.ifindex_of: dict[int, int] = {}  # name_addr handle -> interface index
         self.sent = 0
         self.errors = 0
 
@@ -315,6 +316,7 @@ class MmsgSender:
                 struct.pack("<H", socket.AF_PACKET) + struct.pack("!H", ethertype)
                 + struct.pack("<iHBB8s", ifindex, 1, 0, 6, b""), 20)
             self._names[key] = buf
+            self.ifindex_of[ctypes.addressof(buf)] = ifindex
         return ctypes.addressof(buf)
 
     def send(self, addrs: np.ndarray, lens: np.ndarray, names: np.ndarray) -> int:
@@ -457,22 +459,25 @@ class RingPort:
         self.director = director
         self.fast = FastPath(director)
         self.raw = raw_sender
-        self.rings: list[RxRing] = []
-        try:
-            for i, name in enumerate(interfaces):
-                set_offloads(name, False, ("gro",))  # no GRO super-frames on the ring
-                # one fanout group per interface (a group is bound to one device)
-                self.rings.append(RxRing(name, None if fanout_group is None
-                                         else fanout_group + i))
-        except BaseException:
-            self.close()
-            raise
+        self.rings: list = []
         self.tx = MmsgSender()
         self.hops = NextHops()
         self.match = Match()
         self.counters = {"ring-frames": 0, "ring-mine": 0, "ring-forward": 0,
                          "ring-to-kernel": 0, "ring-shed": 0, "ring-resync": 0, "ring-truncated": 0,
                          "ring-bad-ip-checksum": 0}
+        try:
+            self._open(interfaces, fanout_group)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, interfaces: list[str], fanout_group: int | None) -> None:
+        for i, name in enumerate(interfaces):
+            set_offloads(name, False, ("gro",))  # no GRO super-frames on the ring
+            # one fanout group per interface (a group is bound to one device)
+            self.rings.append(RxRing(name, None if fanout_group is None
+                                     else fanout_group + i))
 
     def update_services(self, services) -> None:
         services = list(services)
@@ -501,14 +506,19 @@ class RingPort:
         return done
 
     def _block(self, ring: RxRing) -> int:
-        d = self.director
         _b, offs, snaps, wire, status = ring.frames()
+        return self._batch(ring.arr, ring.base, offs, snaps, wire, status)
+
+    def _batch(self, buf: np.ndarray, base: int, offs: np.ndarray, snaps: np.ndarray,
+               wire: np.ndarray, status: np.ndarray) -> int:
+        """Classify, fast-path and transmit one batch of frames that sit in ``buf``
+        (absolute address ``base``) at ``offs``; returns how many were pyvs's."""
+        d = self.director
         n = len(offs)
         c = self.counters
         c["ring-frames"] += n
         if n == 0 or self.match.empty:
             return 0
-        buf = ring.arr
         idx = offs[:, None] + _COLS
         np.minimum(idx, len(buf) - 1, out=idx)
         h = buf[idx]
@@ -585,7 +595,7 @@ class RingPort:
                 self._complete_checksum(buf, int(o[j]), int(snaps[sel[j]]))
         lens = snaps[sel]
         verdicts = self.fast.run(buf, o, lens)
-        self._transmit(buf, ring, o, lens, verdicts, ethertype[sel])
+        self._transmit(buf, base, o, lens, verdicts, ethertype[sel])
         if d.outbox or d.l2_outbox:
             self.raw.flush(d)
         return len(sel)
@@ -599,7 +609,7 @@ class RingPort:
             return
         buf[off + 14: off + length] = np.frombuffer(pkt, dtype=np.uint8)
 
-    def _transmit(self, buf, ring: RxRing, o, lens, verdicts, ethertype) -> None:
+    def _transmit(self, buf, base: int, o, lens, verdicts, ethertype) -> None:
         c = self.counters
         back = np.flatnonzero(verdicts == ACCEPT)
         for j in back:  # not IPVS business: the kernel gets it (raw IP socket)
@@ -669,9 +679,13 @@ class RingPort:
             return
         so = fo[ok]
         buf[so[:, None] + np.arange(12)] = hdr[ok]
-        self.tx.send(ring.base + so.astype(np.uint64), lens[fw][ok].astype(np.uint64),
-                     names[ok])
+        self._send(base, so, lens[fw][ok], names[ok])
         c["ring-forward"] += int(ok.sum())
+
+    def _send(self, base: int, offs: np.ndarray, lens: np.ndarray, names: np.ndarray) -> None:
+        """Frames whose Ethernet header is ready out of their interfaces (``names``:
+        MmsgSender.name_addr handles)."""
+        self.tx.send(base + offs.astype(np.uint64), lens.astype(np.uint64), names)
 
     def tick(self) -> None:
         self.hops.tick()

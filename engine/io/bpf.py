@@ -1,0 +1,187 @@
+"""eBPF from Python without a compiler: the bpf(2) system call, maps, and a tiny assembler.
+
+The XDP port (engine/io/xsk.py) needs one small program -- steer the frames pyvs
+serves into an AF_XDP socket, pass everything else to the kernel -- and two maps.
+Writing its few dozen instructions here keeps the project free of clang and libbpf
+at install time; the kernel's verifier checks the program when it is loaded and its
+log is part of the error if it refuses.
+
+Encoding follows include/uapi/linux/bpf.h and Documentation/bpf/standardization/
+instruction-set.rst: 8-byte instructions (opcode, dst/src registers, 16-bit offset,
+32-bit immediate); a 64-bit immediate load takes two slots.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+SYS_BPF = 321  # x86_64
+
+# commands
+MAP_CREATE, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY = 0, 1, 2, 3, 4
+PROG_LOAD = 5
+# types
+MAP_HASH = 1
+MAP_XSKMAP = 17
+PROG_XDP = 6
+# XDP actions and helpers
+XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
+FN_map_lookup_elem = 1
+FN_redirect_map = 51
+
+
+class BpfError(OSError):
+    pass
+
+
+def bpf(cmd: int, attr: bytes) -> int:
+    buf = ctypes.create_string_buffer(attr, max(len(attr), 128))
+    r = _libc.syscall(SYS_BPF, cmd, buf, len(buf))
+    if r < 0:
+        err = ctypes.get_errno()
+        raise BpfError(err, f"bpf({cmd}): {os.strerror(err)}")
+    return r
+
+
+class Map:
+    """A BPF map owned by this process (closed with it)."""
+
+    def __init__(self, map_type: int, key_size: int, value_size: int, max_entries: int) -> None:
+        self.key_size, self.value_size = key_size, value_size
+        self.fd = bpf(MAP_CREATE, struct.pack("<5I", map_type, key_size, value_size,
+                                              max_entries, 0))
+
+    def _elem(self, cmd: int, key: bytes, value: bytes | None = None, flags: int = 0) -> None:
+        k = ctypes.create_string_buffer(key, self.key_size)
+        v = None if value is None else ctypes.create_string_buffer(value, self.value_size)
+        # fields a command does not use must be zero (the kernel's CHECK_ATTR)
+        bpf(cmd, struct.pack("<IxxxxQQQ", self.fd, ctypes.addressof(k),
+                             0 if v is None else ctypes.addressof(v), flags))
+
+    def update(self, key: bytes, value: bytes) -> None:
+        self._elem(MAP_UPDATE_ELEM, key, value)
+
+    def delete(self, key: bytes) -> None:
+        self._elem(MAP_DELETE_ELEM, key)
+
+    def keys(self) -> list[bytes]:
+        out: list[bytes] = []
+        nxt = ctypes.create_string_buffer(self.key_size)
+        cur = None
+        while True:
+            try:
+                bpf(MAP_GET_NEXT_KEY, struct.pack(
+                    "<IxxxxQQ", self.fd, 0 if cur is None else ctypes.addressof(cur),
+                    ctypes.addressof(nxt)))
+            except BpfError:
+                return out
+            out.append(nxt.raw)
+            cur = ctypes.create_string_buffer(nxt.raw, self.key_size)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def load_program(prog_type: int, insns: bytes, name: str = "pyvs") -> int:
+    """Load a program; a refusal raises BpfError carrying the verifier's log."""
+    code = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(b"GPL")
+    logbuf = ctypes.create_string_buffer(1 << 16)
+    attr = struct.pack("<IIQQIIQII16s", prog_type, len(insns) // 8, ctypes.addressof(code),
+                       ctypes.addressof(lic), 1, len(logbuf), ctypes.addressof(logbuf), 0, 0,
+                       name.encode()[:15])
+    try:
+        return bpf(PROG_LOAD, attr)
+    except BpfError as err:
+        raise BpfError(err.errno, f"the kernel refused the XDP program: {err.strerror}\n"
+                       + logbuf.value.decode(errors="replace")[-2000:]) from None
+
+
+class Asm:
+    """Just enough of an eBPF assembler for engine/io/xsk.py, with forward labels.
+
+    Registers are ints 0..10 (r10 is the read-only frame pointer).  Sizes: 1, 2, 4, 8.
+    """
+
+    _SIZE = {1: 0x10, 2: 0x08, 4: 0x00, 8: 0x18}
+    _ALU = {"+": 0x00, "-": 0x10, "|": 0x40, "&": 0x50, "<<": 0x60, ">>": 0x70, "=": 0xB0}
+    _JMP = {"==": 0x10, ">": 0x20, ">=": 0x30, "!=": 0x50, "<": 0xA0, "<=": 0xB0}
+
+    def __init__(self) -> None:
+        self.insns: list[list[int]] = []  # [code, dst, src, off, imm]
+        self.labels: dict[str, int] = {}
+        self.fixups: list[tuple[int, str]] = []
+
+    def _emit(self, code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> None:
+        self.insns.append([code, dst, src, off, imm])
+
+    def label(self, name: str) -> None:
+        self.labels[name] = len(self.insns)
+
+    # ALU64 with an immediate or a register (src given as "rN" via reg=True)
+    def alu(self, op: str, dst: int, imm: int) -> None:
+        self._emit(0x07 | self._ALU[op], dst, imm=imm)
+
+    def alu_reg(self, op: str, dst: int, src: int) -> None:
+        self._emit(0x07 | 0x08 | self._ALU[op], dst, src)
+
+    def ldx(self, size: int, dst: int, src: int, off: int) -> None:
+        self._emit(0x61 | self._SIZE[size], dst, src, off)
+
+    def stx(self, size: int, dst: int, off: int, src: int) -> None:
+        self._emit(0x63 | self._SIZE[size], dst, src, off)
+
+    def st(self, size: int, dst: int, off: int, imm: int) -> None:
+        self._emit(0x62 | self._SIZE[size], dst, off=off, imm=imm)
+
+    def ld_map(self, dst: int, map_fd: int) -> None:
+        self._emit(0x18, dst, 1, imm=map_fd)  # BPF_PSEUDO_MAP_FD
+        self._emit(0, 0, 0, imm=0)
+
+    def jmp(self, op: str, dst: int, imm: int, target: str) -> None:
+        self.fixups.append((len(self.insns), target))
+        self._emit(0x05 | self._JMP[op], dst, imm=imm)
+
+    def jmp_reg(self, op: str, dst: int, src: int, target: str) -> None:
+        self.fixups.append((len(self.insns), target))
+        self._emit(0x05 | 0x08 | self._JMP[op], dst, src)
+
+    def goto(self, target: str) -> None:
+        self.fixups.append((len(self.insns), target))
+        self._emit(0x05)
+
+    def call(self, fn: int) -> None:
+        self._emit(0x85, imm=fn)
+
+    def exit(self) -> None:
+        self._emit(0x95)
+
+    def assemble(self) -> bytes:
+        for at, target in self.fixups:
+            self.insns[at][3] = self.labels[target] - at - 1
+        return b"".join(struct.pack("<BBhI", c, (s << 4) | d, o, i & 0xFFFFFFFF)
+                        for c, d, s, o, i in self.insns)
+
+
+PROG_TEST_RUN = 10
+
+
+def test_run(prog_fd: int, data: bytes) -> int:
+    """Run a loaded program once on ``data`` (BPF_PROG_TEST_RUN); its return value.
+    For tests: the kernel executes the same instructions as on the wire."""
+    buf = ctypes.create_string_buffer(data, len(data))
+    out = ctypes.create_string_buffer(len(data) + 256)
+    attr = ctypes.create_string_buffer(struct.pack(
+        "<IIIIQQII", prog_fd, 0, len(data), len(out), ctypes.addressof(buf),
+        ctypes.addressof(out), 1, 0), 128)
+    r = _libc.syscall(SYS_BPF, PROG_TEST_RUN, attr, 128)
+    if r < 0:
+        err = ctypes.get_errno()
+        raise BpfError(err, f"BPF_PROG_TEST_RUN: {os.strerror(err)}")
+    return struct.unpack_from("<I", attr.raw, 4)[0]
