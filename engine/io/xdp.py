@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.io import xsk
-from engine.io.ring import TP_STATUS_CSUMNOTREADY, RingPort
+from engine.io.ring import TP_STATUS_CSUMNOTREADY, RingPort, set_offloads
 from engine.plumbing_ring import ring_targets
 
 BATCH = 512  # frames per batch (perf-ceilings.md: numpy pays off from ~32, best in hundreds)
@@ -73,6 +73,7 @@ class XdpPort(RingPort):
         self.steering = xsk.Steering(interfaces)
         first = None
         for name in interfaces:
+            set_offloads(name, False, ("gro",))  # no GRO super-frames: a chunk holds one MTU
             sock = xsk.XskSocket(name, self.umem, first)
             first = first or sock
             self.rings.append(sock)
