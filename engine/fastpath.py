@@ -334,7 +334,10 @@ class FastPath:
         lens = tot[r]
         dests = list(map(_DEST, conns))
         ids = np.fromiter(map(id, dests), np.uint64, m)
-        uniq, first, code = np.unique(ids, return_index=True, return_inverse=True)
+        if (ids == ids[0]).all():  # one destination (np.unique costs more)
+            uniq, first, code = ids[:1], np.zeros(1, np.int64), np.zeros(m, np.int64)
+        else:
+            uniq, first, code = np.unique(ids, return_index=True, return_inverse=True)
         k = len(uniq)
         pk = np.bincount(code, minlength=k).tolist()
         by = np.bincount(code, weights=lens, minlength=k).tolist()

@@ -22,45 +22,73 @@ sockets (tcpdump on the director shows only what the kernel passes).
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 
 from engine.io import xsk
-from engine.io.ring import TP_STATUS_CSUMNOTREADY, RingPort, set_offloads
+from engine.io.ring import SMALL_BATCH, TP_STATUS_CSUMNOTREADY, RingPort, set_offloads
 from engine.plumbing_ring import ring_targets
 
+_CHUNK_SHIFT = np.uint64(xsk.FRAME.bit_length() - 1)
 BATCH = 512  # frames per batch (perf-ceilings.md: numpy pays off from ~32, best in hundreds)
 _TCP, _UDP = 6, 17
+_COLS = np.arange(58, dtype=np.int64)  # Ethernet + IPv6 + ports
 
 
 def partial_checksums(buf: np.ndarray, offs: np.ndarray, lens: np.ndarray) -> np.ndarray:
     """Which TCP/UDP frames carry CHECKSUM_PARTIAL: the checksum field holds the folded
     pseudo-header sum (what tcp_v4_send_check / udp4_hwcsum leave for the device)."""
     n = len(offs)
-    out = np.zeros(n, dtype=bool)
     if n == 0:
-        return out
-    last = len(buf) - 1
-    h = buf[np.minimum(offs[:, None] + np.arange(58), last)].astype(np.int64)
-    et = (h[:, 12] << 8) | h[:, 13]
-    v4 = (et == 0x0800) & (h[:, 14] >> 4 == 4) & (lens >= 34)
-    v6 = (et == 0x86DD) & (h[:, 14] >> 4 == 6) & (lens >= 54)
-    ihl = (h[:, 14] & 15) << 2
-    proto = np.where(v4, h[:, 23], h[:, 20])
-    words = (h[:, 0::2] << 8) | h[:, 1::2]  # big-endian 16-bit words from offset 0
-    s4 = words[:, 13:17].sum(axis=1) + proto + (((h[:, 16] << 8) | h[:, 17]) - ihl)
-    s6 = words[:, 11:27].sum(axis=1) + proto + ((h[:, 18] << 8) | h[:, 19])
-    s = np.where(v4, s4, s6)
-    for _ in range(3):
-        s = (s & 0xFFFF) + (s >> 16)
-    l4 = np.where(v4, 14 + ihl, 54)
-    field = l4 + np.where(proto == _TCP, 16, 6)
-    cand = (v4 | v6) & ((proto == _TCP) | (proto == _UDP)) & (lens >= field + 2)
+        return np.zeros(0, dtype=bool)
+    h = buf.take(offs[:, None] + _COLS, mode="clip")
+    w = h.view(">u2")  # big-endian 16-bit words from offset 0
+    vb = h[:, 14] >> 4
+    v4 = (w[:, 6] == 0x0800) & (vb == 4) & (lens >= 34)
+    v6 = (w[:, 6] == 0x86DD) & (vb == 6) & (lens >= 58)
+    proto = np.where(v4, h[:, 23], h[:, 20]).astype(np.int64)
+    cand = (v4 | v6) & ((proto == _TCP) | (proto == _UDP))
     if not cand.any():
-        return out
-    at = np.minimum(offs + field, last - 1)
-    got = (buf[at].astype(np.int64) << 8) | buf[at + 1]
-    out[:] = cand & (got == s)
-    return out
+        return cand
+    ihl = (h[:, 14] & 15).astype(np.int64) << 2
+    s4 = w[:, 13:17].sum(axis=1, dtype=np.int64) + (w[:, 8] - ihl)  # addresses, L4 length
+    s6 = w[:, 11:27].sum(axis=1, dtype=np.int64) + w[:, 9]
+    s = np.where(v4, s4, s6) + proto
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
+    field = np.where(v4, 14 + ihl, 54) + np.where(proto == _TCP, 16, 6)
+    cand &= lens >= field + 2
+    at = offs + field
+    got = (buf.take(at, mode="clip").astype(np.int64) << 8) | buf.take(at + 1, mode="clip")
+    return cand & (got == s)
+
+
+def partial_checksum(frame) -> bool:
+    """``partial_checksums`` for one frame (bytes-like), for small batches."""
+    n = len(frame)
+    if n < 34 or frame[12] not in (0x08, 0x86):
+        return False
+    if frame[12] == 0x08 and frame[13] == 0 and frame[14] >> 4 == 4:
+        ihl = (frame[14] & 15) << 2
+        proto = frame[23]
+        s = sum(struct.unpack_from("!4H", frame, 26)) + ((frame[16] << 8) | frame[17]) - ihl
+        l4 = 14 + ihl
+    elif frame[12] == 0x86 and frame[13] == 0xDD and n >= 58 and frame[14] >> 4 == 6:
+        proto = frame[20]
+        s = sum(struct.unpack_from("!16H", frame, 22)) + ((frame[18] << 8) | frame[19])
+        l4 = 54
+    else:
+        return False
+    if proto != _TCP and proto != _UDP:
+        return False
+    at = l4 + (16 if proto == _TCP else 6)
+    if n < at + 2:
+        return False
+    s += proto
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
+    return ((frame[at] << 8) | frame[at + 1]) == s
 
 
 class XdpPort(RingPort):
@@ -79,6 +107,7 @@ class XdpPort(RingPort):
             self.rings.append(sock)
             self.steering.add_socket(sock)
         self.by_ifindex = {s.ifindex: s for s in self.rings}
+        self._busy = np.zeros(self.umem.frames, dtype=bool)  # scratch: chunks being sent
         self.steering.attach()
         self._inflight: list[np.ndarray] = []
         self.counters.update({"xdp-tx-full": 0})
@@ -105,13 +134,23 @@ class XdpPort(RingPort):
             offs = addrs.astype(np.int64)
             self._inflight = []
             try:
-                status = np.where(partial_checksums(umem.arr, offs, lens),
-                                  TP_STATUS_CSUMNOTREADY, 0)
+                if len(offs) <= SMALL_BATCH:
+                    arr = umem.arr
+                    status = np.array([TP_STATUS_CSUMNOTREADY if partial_checksum(
+                        arr[o: o + min(ln, 96)].tobytes()) else 0
+                        for o, ln in zip(offs.tolist(), lens.tolist(), strict=True)],
+                        dtype=np.int64)
+                else:
+                    status = np.where(partial_checksums(umem.arr, offs, lens),
+                                      TP_STATUS_CSUMNOTREADY, 0)
                 done += self._batch(umem.arr, umem.base, offs, lens, lens, status)
             finally:
-                if self._inflight:
-                    sent = np.concatenate(self._inflight)
-                    umem.give(addrs[~np.isin(addrs, sent)])
+                if self._inflight:  # chunks on a TX ring come back by completion
+                    sent = np.concatenate(self._inflight) >> _CHUNK_SHIFT
+                    busy = self._busy
+                    busy[sent] = True
+                    umem.give(addrs[~busy[addrs >> _CHUNK_SHIFT]])
+                    busy[sent] = False
                 else:
                     umem.give(addrs)
                 for s in self.rings:
