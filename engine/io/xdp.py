@@ -123,8 +123,11 @@ class XdpPort(RingPort):
         self.steering.sync(keys)
 
     # ------------------------------------------------------------------------------------
-    def serve(self, sock: xsk.XskSocket, max_blocks: int = 16) -> int:
-        """Process what waits on one socket (bounded); returns frames handled."""
+    def serve(self, sock: xsk.XskSocket, max_blocks: int = 1) -> int:
+        """Process one batch of one socket; returns frames handled.  One batch per call:
+        the daemon's loop then takes the other sockets in turn, so replies arriving on
+        one interface never wait behind a stream of batches on another (16 batches per
+        call made a probe's round trip at half load ~12 ms; one makes it ~1 ms)."""
         done = 0
         umem = self.umem
         for _ in range(max_blocks):
