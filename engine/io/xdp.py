@@ -116,10 +116,8 @@ class XdpPort(RingPort):
         services = list(services)
         self.match.update(services)
         vips, reals = ring_targets(services)
-        keys = {xsk.target_key(xsk.KIND_VIP, p, a.ljust(16, b"\0"), port)
-                for p, a, port in vips}
-        keys |= {xsk.target_key(xsk.KIND_REAL, p, a.ljust(16, b"\0"), port)
-                 for p, a, port in reals}
+        keys = {xsk.target_key(xsk.KIND_VIP, p, a, port) for p, a, port in vips}
+        keys |= {xsk.target_key(xsk.KIND_REAL, p, a, port) for p, a, port in reals}
         self.steering.sync(keys)
 
     # ------------------------------------------------------------------------------------

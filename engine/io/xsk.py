@@ -266,12 +266,16 @@ _EMPTY = np.zeros(0, dtype=np.int64)
 
 
 # ------------------------------------------------------------------------------ steering
-KEY = struct.Struct("<BBHxxxx16s")  # kind, protocol, port (network order), address
+KEY = struct.Struct("<BBHBxxx16s")  # kind, protocol, port (network order), family, address
 KIND_VIP, KIND_REAL = 1, 2
 
 
 def target_key(kind: int, protocol: int, addr: bytes, port: int) -> bytes:
-    return KEY.pack(kind, protocol, socket.htons(port), addr)
+    """The targets-map key of (VIP or real server, protocol, addr, port); ``addr`` is
+    4 or 16 bytes.  The family is part of the key: 198.18.0.1 padded with zeros
+    would otherwise be the same key as the IPv6 address c612:1::."""
+    return KEY.pack(kind, protocol, socket.htons(port), 4 if len(addr) == 4 else 6,
+                    addr.ljust(16, b"\0"))
 
 
 def steer_program(targets_fd: int, xsks_fd: int) -> bytes:
@@ -310,6 +314,8 @@ def steer_program(targets_fd: int, xsks_fd: int) -> bytes:
     a.jmp("!=", 7, 0, "pass")
     a.ldx(1, 9, 2, 22)  # r9 = TTL
     a.ldx(1, 7, 2, 23)  # r7 = protocol
+    a.st(1, 10, A + 4, 4)  # family
+    a.st(1, 10, B + 4, 4)
     a.ldx(4, 8, 2, 30)
     a.stx(4, 10, A + 8, 8)  # daddr -> key A
     a.ldx(4, 8, 2, 26)
@@ -331,6 +337,8 @@ def steer_program(targets_fd: int, xsks_fd: int) -> bytes:
     a.jmp("!=", 5, 0x60, "pass")
     a.ldx(1, 7, 2, 20)  # next header
     a.ldx(1, 9, 2, 21)  # hop limit
+    a.st(1, 10, A + 4, 6)  # family
+    a.st(1, 10, B + 4, 6)
     for i in range(4):
         a.ldx(4, 8, 2, 38 + 4 * i)
         a.stx(4, 10, A + 8 + 4 * i, 8)
