@@ -227,6 +227,12 @@ class RxRing:
         self.cur = oldest[1]
         return True
 
+    def pending(self) -> bool:
+        """Whether any block is the user's (waiting to be processed)."""
+        mm, size = self.mm, self.block_size
+        return any(_U32.unpack_from(mm, k * size + 8)[0] & TP_STATUS_USER
+                   for k in range(self.block_nr))
+
     def behind(self, limit: int) -> int:
         """How many blocks are waiting (counting at most ``limit``)."""
         n = 0
@@ -795,7 +801,15 @@ class RingPort:
         self.tx.send(base + offs.astype(np.uint64), lens.astype(np.uint64), names)
 
     def tick(self) -> None:
+        """Every daemon tick: next-hop expiry, and any ring holding frames is served even
+        without a wakeup.  TPACKET_V3 signals poll() only when the block before the
+        kernel's active one is the user's; after an overload that left the blocks
+        out of order, the kernel could wait for a block the process was never woken
+        to return -- a ring silent for good (seen after flat-out floods)."""
         self.hops.tick()
+        for ring in self.rings:
+            if ring.pending():
+                self.serve(ring)
 
     def status(self) -> dict:
         out = dict(self.counters)

@@ -176,7 +176,7 @@ class XdpPort(RingPort):
                 self.counters["xdp-tx-full"] += len(a) - n
 
     def tick(self) -> None:
-        super().tick()
+        self.hops.tick()
         for s in self.rings:  # completions also while no frame arrives
             s.complete()
             s.refill()
