@@ -53,8 +53,8 @@ PGOFF_FILL, PGOFF_COMP = 0x100000000, 0x180000000
 XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE = 4, 2
 
 FRAME = 2048
-RING = 2048  # entries in each ring (a power of two)
-FRAMES = 8192  # chunks in the UMEM: 16 MiB
+RING = 4096  # entries in each ring (a power of two)
+FRAMES = 16384  # chunks in the UMEM: 32 MiB
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _sendto = _libc.sendto
