@@ -187,6 +187,26 @@ class Daemon:
         self.ring_plumbing = RingPlumbing(self.interfaces)
         self.ring_plumbing.install()
 
+    @staticmethod
+    def _clear_stale_fast_paths() -> None:
+        """A ring or XDP director killed without its cleanup leaves an nftables netdev
+        table or XDP programs that keep taking the services' packets from the kernel:
+        remove them at start, whatever this run's mode."""
+        from engine.io.xsk import detach_stale
+        from engine.plumbing_ring import RingPlumbing, RingPlumbingError
+
+        try:
+            RingPlumbing([]).remove()
+        except RingPlumbingError:  # no nft: no ring table can exist either
+            pass
+        try:
+            gone = detach_stale()
+        except OSError as err:
+            log.warning("could not look for a left-over pyvs XDP program: %s", err)
+            return
+        if gone:
+            log.info("removed a left-over pyvs XDP program from %s", ", ".join(gone))
+
     # -- main loop ----------------------------------------------------------------------------
     def run(self) -> int:
         try:
@@ -194,6 +214,7 @@ class Daemon:
         except OSError as err:
             log.error("another pyvs director already runs in this namespace (%s)", err)
             return 1
+        self._clear_stale_fast_paths()
         self.plumbing.install()
         port = NfQueuePort(self.queue)
         sender = RawSender()

@@ -172,3 +172,19 @@ def test_ring_keeps_serving_after_a_flood_it_cannot_keep_up_with(lab_env):
                     if probe["lost"] == 0:
                         break
                 assert probe["lost"] == 0 and probe["p50_us"] > 0, d.status()["ring"]
+
+
+def test_a_killed_ring_director_leaves_no_table_behind_for_the_next_start(nat_lab_factory):
+    lab = nat_lab_factory(real_servers=1, clients=1)
+    ns = lab.ns("director")
+    proc = DirectorProcess(ns, args=("--io", "ring")).start()
+    proc.adm("-A", "-t", f"{VIP}:80", "-s", "rr")
+    proc.adm("-a", "-t", f"{VIP}:80", "-r", "198.18.2.11:80", "-m")
+    proc.proc.kill()  # a crash: the netdev table keeps dropping the VIP's packets
+    proc.proc.wait(5)
+    assert "netdev pyvs" in nft(ns)
+    with DirectorProcess(ns) as again:  # the default NFQUEUE path
+        assert "pyvs" not in nft(ns)
+        again.adm("-A", "-t", f"{VIP}:80", "-s", "rr")
+        again.adm("-a", "-t", f"{VIP}:80", "-r", "198.18.2.11:80", "-m")
+        assert lab.curl(lab.url(VIP)).strip() == "rs1"

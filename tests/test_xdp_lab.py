@@ -199,3 +199,22 @@ def test_ipv6_nat_balances_and_carries_a_megabyte_intact(lab, director):
     assert answers == ["rs3", "rs2", "rs1"] * 2
     digest, n = lab.fetch_sha256(lab.url(lab.VIP6, "/bytes/1000000"), timeout=60)
     assert n == 1_000_000 and digest == servers.pattern_sha256(1_000_000)
+
+
+def test_a_killed_xdp_director_leaves_nothing_that_outlives_the_next_start(nat_lab_factory):
+    """SIGKILL leaves the XDP programs attached (they hold the services' frames for
+    sockets that are gone); the next `pyvs run`, in any mode, removes them and serves."""
+    lab = nat_lab_factory(real_servers=1, clients=1)
+    ns = lab.ns("director")
+    proc = DirectorProcess(ns, args=("--io", "xdp")).start()
+    proc.adm("-A", "-t", f"{VIP}:80", "-s", "rr")
+    proc.adm("-a", "-t", f"{VIP}:80", "-r", "198.18.2.11:80", "-m")
+    assert lab.curl(lab.url(VIP)).strip() == "rs1"
+    proc.proc.kill()  # a crash: nothing is cleaned up
+    proc.proc.wait(5)
+    assert "prog/xdp" in xdp_programs(ns)
+    with DirectorProcess(ns) as again:  # the default NFQUEUE path
+        assert xdp_programs(ns) == ""
+        again.adm("-A", "-t", f"{VIP}:80", "-s", "rr")
+        again.adm("-a", "-t", f"{VIP}:80", "-r", "198.18.2.11:80", "-m")
+        assert lab.curl(lab.url(VIP)).strip() == "rs1"

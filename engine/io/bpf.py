@@ -170,6 +170,22 @@ class Asm:
 
 
 PROG_TEST_RUN = 10
+PROG_GET_FD_BY_ID = 13
+OBJ_GET_INFO_BY_FD = 15
+
+
+def program_name(prog_id: int) -> str | None:
+    """The name of a loaded program by id (None if it is gone)."""
+    try:
+        fd = bpf(PROG_GET_FD_BY_ID, struct.pack("<I", prog_id))
+    except BpfError:
+        return None
+    try:
+        info = ctypes.create_string_buffer(256)
+        bpf(OBJ_GET_INFO_BY_FD, struct.pack("<IIQ", fd, len(info), ctypes.addressof(info)))
+        return info.raw[64:80].split(b"\0", 1)[0].decode(errors="replace")  # bpf_prog_info.name
+    finally:
+        os.close(fd)
 
 
 def test_run(prog_fd: int, data: bytes) -> int:

@@ -53,6 +53,7 @@ PGOFF_FILL, PGOFF_COMP = 0x100000000, 0x180000000
 XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE = 4, 2
 
 FRAME = 2048
+PROGRAM_NAME = "pyvs"  # how a left-over program is recognised (detach_stale)
 RING = 4096  # entries in each ring (a power of two)
 FRAMES = 16384  # chunks in the UMEM: 32 MiB
 
@@ -406,7 +407,7 @@ class Steering:
             for name in self.interfaces:
                 self.xsks[name] = m = bpf.Map(bpf.MAP_XSKMAP, 4, 4, 64)
                 self.progs[name] = bpf.load_program(
-                    bpf.PROG_XDP, steer_program(self.targets.fd, m.fd))
+                    bpf.PROG_XDP, steer_program(self.targets.fd, m.fd), PROGRAM_NAME)
         except BaseException:
             self.close()
             raise
@@ -467,3 +468,25 @@ class Steering:
             m.close()
         self.xsks = {}
         self.targets.close()
+
+
+def detach_stale() -> list[str]:
+    """Detach XDP programs named ``pyvs`` from every interface of this namespace: what a
+    director killed without its cleanup left behind.  Returns the interfaces."""
+    from pyroute2 import IPRoute
+
+    done = []
+    with IPRoute() as ipr:
+        for link in ipr.get_links():
+            xdp = link.get_attr("IFLA_XDP")
+            if not xdp:
+                continue
+            prog_id = xdp.get_attr("IFLA_XDP_PROG_ID")
+            if not prog_id or bpf.program_name(prog_id) != PROGRAM_NAME:
+                continue
+            mode = xdp.get_attr("IFLA_XDP_ATTACHED")
+            flags = XDP_FLAGS_SKB_MODE if mode in (2, "xdpgeneric") else XDP_FLAGS_DRV_MODE
+            ipr.link("set", index=link["index"], xdp={"attrs": [
+                ("IFLA_XDP_FD", -1), ("IFLA_XDP_FLAGS", flags)]})
+            done.append(link.get_attr("IFLA_IFNAME"))
+    return done
