@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import logging
 import mmap
 import os
 import socket
@@ -40,6 +41,8 @@ import struct
 import numpy as np
 
 from engine.io import bpf
+
+log = logging.getLogger("pyvs.xdp")
 
 AF_XDP = 44
 SOL_XDP = 283
@@ -389,6 +392,25 @@ def steer_program(targets_fd: int, xsks_fd: int) -> bytes:
     return a.assemble()
 
 
+def pass_program() -> bytes:
+    a = bpf.Asm()
+    a.alu("=", 0, bpf.XDP_PASS)
+    a.exit()
+    return a.assemble()
+
+
+def _veth_ports(ipr, bridge: int) -> list[int]:
+    """Interface indexes of the veth ports of ``bridge`` (none if it is not a bridge)."""
+    out = []
+    for link in ipr.get_links():
+        if link.get_attr("IFLA_MASTER") != bridge:
+            continue
+        info = link.get_attr("IFLA_LINKINFO")
+        if info is not None and info.get_attr("IFLA_INFO_KIND") == "veth":
+            out.append(link["index"])
+    return out
+
+
 class Steering:
     """The XDP program on every director interface, and its maps.  One ``targets`` map
     is shared; each interface has its own program and ``xsks`` map (AF_XDP sockets are
@@ -401,6 +423,7 @@ class Steering:
         self.xsks: dict[str, bpf.Map] = {}
         self.progs: dict[str, int] = {}
         self.attached: list[int] = []
+        self.passthrough = -1  # the XDP_PASS program on bridge ports
         self.mode = ""
         self.keys: set[bytes] = set()
         try:
@@ -413,26 +436,46 @@ class Steering:
             raise
 
     def attach(self) -> None:
-        """Native (driver) mode where the driver has it (veth does), generic otherwise."""
+        """Native (driver) mode where the driver has it (veth does), generic otherwise.
+
+        A bridge gets generic XDP, and a frame reaches it as the sender made it: a
+        local sender's 64 KiB TSO super-frame would not fit a UMEM chunk.  So each veth
+        port of such a bridge gets a native pass-through program: a veth whose peer runs
+        XDP stops offering segmentation offload (veth_fix_features), which makes the
+        sender on the other side segment before sending.  Ports present at start only."""
         from pyroute2 import IPRoute
 
         with IPRoute() as ipr:
             for name in self.interfaces:
                 idx = socket.if_nametoindex(name)
-                last: Exception | None = None
-                for flags, mode in ((XDP_FLAGS_DRV_MODE, "native"),
-                                    (XDP_FLAGS_SKB_MODE, "generic")):
+                # ports first: once the bridge runs generic XDP, the kernel refuses
+                # native XDP on its ports (EEXIST)
+                for port in _veth_ports(ipr, idx):
+                    if self.passthrough < 0:
+                        self.passthrough = bpf.load_program(bpf.PROG_XDP,
+                                                            pass_program(), PROGRAM_NAME)
                     try:
-                        ipr.link("set", index=idx, xdp={"attrs": [
-                            ("IFLA_XDP_FD", self.progs[name]), ("IFLA_XDP_FLAGS", flags)]})
-                    except Exception as err:  # noqa: BLE001 - try the next mode
-                        last = err
+                        ipr.link("set", index=port, xdp={"attrs": [
+                            ("IFLA_XDP_FD", self.passthrough),
+                            ("IFLA_XDP_FLAGS", XDP_FLAGS_DRV_MODE)]})
+                    except Exception as err:  # noqa: BLE001 - the port keeps working
+                        log.info("no pass-through XDP on bridge port %d: %s", port, err)
                         continue
-                    self.attached.append(idx)
-                    self.mode = mode
-                    break
-                else:
-                    raise XdpError(errno.EOPNOTSUPP, f"cannot attach XDP to {name}: {last}")
+                    self.attached.append(port)
+                self.mode = self._attach(ipr, idx, self.progs[name], name)
+
+    def _attach(self, ipr, idx: int, prog: int, name: str) -> str:
+        last: Exception | None = None
+        for flags, mode in ((XDP_FLAGS_DRV_MODE, "native"), (XDP_FLAGS_SKB_MODE, "generic")):
+            try:
+                ipr.link("set", index=idx, xdp={"attrs": [
+                    ("IFLA_XDP_FD", prog), ("IFLA_XDP_FLAGS", flags)]})
+            except Exception as err:  # noqa: BLE001 - try the next mode
+                last = err
+                continue
+            self.attached.append(idx)
+            return mode
+        raise XdpError(errno.EOPNOTSUPP, f"cannot attach XDP to {name}: {last}")
 
     def add_socket(self, xsk: XskSocket) -> None:
         self.xsks[xsk.ifname].update(struct.pack("<I", 0), struct.pack("<I", xsk.fileno()))
@@ -450,7 +493,7 @@ class Steering:
         from pyroute2 import IPRoute
 
         with IPRoute() as ipr:
-            for idx in self.attached:
+            for idx in reversed(self.attached):  # bridges before their ports (see attach)
                 for flags in (XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE):
                     try:
                         ipr.link("set", index=idx, xdp={"attrs": [
@@ -464,6 +507,9 @@ class Steering:
         for fd in self.progs.values():
             os.close(fd)
         self.progs = {}
+        if self.passthrough >= 0:
+            os.close(self.passthrough)
+            self.passthrough = -1
         for m in self.xsks.values():
             m.close()
         self.xsks = {}
@@ -475,7 +521,7 @@ def detach_stale() -> list[str]:
     director killed without its cleanup left behind.  Returns the interfaces."""
     from pyroute2 import IPRoute
 
-    done = []
+    found = []
     with IPRoute() as ipr:
         for link in ipr.get_links():
             xdp = link.get_attr("IFLA_XDP")
@@ -484,9 +530,10 @@ def detach_stale() -> list[str]:
             prog_id = xdp.get_attr("IFLA_XDP_PROG_ID")
             if not prog_id or bpf.program_name(prog_id) != PROGRAM_NAME:
                 continue
-            mode = xdp.get_attr("IFLA_XDP_ATTACHED")
-            flags = XDP_FLAGS_SKB_MODE if mode in (2, "xdpgeneric") else XDP_FLAGS_DRV_MODE
-            ipr.link("set", index=link["index"], xdp={"attrs": [
-                ("IFLA_XDP_FD", -1), ("IFLA_XDP_FLAGS", flags)]})
-            done.append(link.get_attr("IFLA_IFNAME"))
-    return done
+            generic = xdp.get_attr("IFLA_XDP_ATTACHED") in (2, "xdpgeneric")
+            found.append((not generic, link["index"], link.get_attr("IFLA_IFNAME")))
+        for native, idx, _name in sorted(found):  # generic (bridges) before their ports
+            ipr.link("set", index=idx, xdp={"attrs": [
+                ("IFLA_XDP_FD", -1),
+                ("IFLA_XDP_FLAGS", XDP_FLAGS_DRV_MODE if native else XDP_FLAGS_SKB_MODE)]})
+    return [name for _n, _i, name in sorted(found)]
