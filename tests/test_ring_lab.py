@@ -1,41 +1,30 @@
 """`pyvs run --io ring` (and `--workers 2`) in the NAT lab: the same behaviour as NFQUEUE.
 
-The lab's client and real servers turn segmentation and checksum offload off on
-their interfaces (a ring frame cannot hold a 64 KiB GSO super-frame, and
-CHECKSUM_PARTIAL frames cost a software checksum); the director turns GRO off on
-its own ring interfaces itself.
+Nothing outside the director is tuned: clients and real servers keep the kernel's
+default offloads.  The director turns GRO off on its ring interfaces and puts
+pass-through XDP programs on its veths and bridge ports so that local senders segment
+before sending (a ring frame cannot hold a 64 KiB GSO super-frame), and completes the
+CHECKSUM_PARTIAL frames those senders hand over.
 """
 
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 
 from engine.lab import NatLab, servers
-from engine.runner import ROOT, DirectorProcess
+from engine.runner import DirectorProcess
 from tests.labhelp import add_service
 
 pytestmark = pytest.mark.lab
 
 VIP = NatLab.VIP
-OFFLOADS_OFF = ("from engine.io.ring import set_offloads; "
-                "set_offloads('eth0', False, ('tso', 'gso', 'tx', 'gro'))")
-
-
-def offloads_off(lab):
-    for role in ["client"] + [rs["name"] for rs in lab.real_server_list()]:
-        lab.run(role, [sys.executable, "-c", OFFLOADS_OFF], check=True, capture_output=True,
-                env={"PYTHONPATH": str(ROOT)})
-
-
 @pytest.fixture(scope="module")
 def lab(lab_env):
     lab = NatLab(real_servers=3, clients=3, start_servers=True)
     try:
         lab.up()
-        offloads_off(lab)
         yield lab
     finally:
         lab.down()
@@ -122,7 +111,6 @@ def test_ring_plumbing_is_removed_on_stop(nat_lab_factory):
 
 def test_two_workers_balance_and_stats_show_totals(nat_lab_factory):
     lab = nat_lab_factory(real_servers=3, clients=3)
-    offloads_off(lab)
     with DirectorProcess(lab.ns("director"), args=("--io", "ring", "--workers", "2")) as d:
         add_service(d, lab, "-s", "rr", proto="-u", port=53)
         add_service(d, lab, "-s", "wlc")

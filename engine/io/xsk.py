@@ -411,19 +411,101 @@ def _veth_ports(ipr, bridge: int) -> list[int]:
     return out
 
 
-class Steering:
+def _is_veth(ipr, idx: int) -> bool:
+    info = ipr.get_links(idx)[0].get_attr("IFLA_LINKINFO")
+    return info is not None and info.get_attr("IFLA_INFO_KIND") == "veth"
+
+
+class XdpAttachments:
+    """XDP programs pyvs attached, detached again in reverse order by ``detach``.
+
+    Also the pass-through program that keeps segmentation-offload super-frames away: a
+    veth whose peer runs XDP stops offering TSO/GSO (veth_fix_features), so the sender
+    on the other side segments before sending, and every frame fits one ring frame or
+    UMEM chunk.  pyvs puts it on the veth ports of a bridge it serves (ports present
+    at start; native XDP on a port must come before generic XDP on its bridge, which
+    the kernel otherwise refuses with EEXIST) and, in ring mode, on veth interfaces."""
+
+    def __init__(self) -> None:
+        self.attached: list[int] = []
+        self.passthrough = -1
+
+    def _attach(self, ipr, idx: int, prog: int, name: str, native_only: bool = False) -> str:
+        last: Exception | None = None
+        modes = ((XDP_FLAGS_DRV_MODE, "native"),) if native_only else (
+            (XDP_FLAGS_DRV_MODE, "native"), (XDP_FLAGS_SKB_MODE, "generic"))
+        for flags, mode in modes:
+            try:
+                ipr.link("set", index=idx, xdp={"attrs": [
+                    ("IFLA_XDP_FD", prog), ("IFLA_XDP_FLAGS", flags)]})
+            except Exception as err:  # noqa: BLE001 - try the next mode
+                last = err
+                continue
+            self.attached.append(idx)
+            return mode
+        raise XdpError(errno.EOPNOTSUPP, f"cannot attach XDP to {name}: {last}")
+
+    def _pass_through(self, ipr, idx: int) -> None:
+        if self.passthrough < 0:
+            self.passthrough = bpf.load_program(bpf.PROG_XDP, pass_program(), PROGRAM_NAME)
+        try:
+            self._attach(ipr, idx, self.passthrough, str(idx), native_only=True)
+        except XdpError as err:  # the device keeps working, super-frames and all
+            log.info("no pass-through XDP on interface %d: %s", idx, err)
+
+    def _bridge_ports(self, ipr, idx: int) -> None:
+        for port in _veth_ports(ipr, idx):
+            self._pass_through(ipr, port)
+
+    def detach(self) -> None:
+        if not self.attached:
+            return
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            for idx in reversed(self.attached):  # bridges before their ports
+                for flags in (XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE):
+                    try:
+                        ipr.link("set", index=idx, xdp={"attrs": [
+                            ("IFLA_XDP_FD", -1), ("IFLA_XDP_FLAGS", flags)]})
+                    except Exception:  # noqa: BLE001,S110 - the device may be gone
+                        pass
+        self.attached = []
+
+    def close(self) -> None:
+        self.detach()
+        if self.passthrough >= 0:
+            os.close(self.passthrough)
+            self.passthrough = -1
+
+
+class SegmentationGuard(XdpAttachments):
+    """Ring mode: pass-through programs on the veth interfaces and veth bridge ports."""
+
+    def __init__(self, interfaces: list[str]) -> None:
+        super().__init__()
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            for name in interfaces:
+                idx = socket.if_nametoindex(name)
+                self._bridge_ports(ipr, idx)
+                if _is_veth(ipr, idx):
+                    self._pass_through(ipr, idx)
+
+
+class Steering(XdpAttachments):
     """The XDP program on every director interface, and its maps.  One ``targets`` map
     is shared; each interface has its own program and ``xsks`` map (AF_XDP sockets are
     indexed by receive queue, and every interface has a queue 0).  ``sync`` makes the
     targets match the services; ``close`` detaches the programs everywhere."""
 
     def __init__(self, interfaces: list[str], max_targets: int = 65536) -> None:
+        super().__init__()
         self.interfaces = list(interfaces)
         self.targets = bpf.Map(bpf.MAP_HASH, KEY.size, 4, max_targets)
         self.xsks: dict[str, bpf.Map] = {}
         self.progs: dict[str, int] = {}
-        self.attached: list[int] = []
-        self.passthrough = -1  # the XDP_PASS program on bridge ports
         self.mode = ""
         self.keys: set[bytes] = set()
         try:
@@ -436,46 +518,16 @@ class Steering:
             raise
 
     def attach(self) -> None:
-        """Native (driver) mode where the driver has it (veth does), generic otherwise.
-
-        A bridge gets generic XDP, and a frame reaches it as the sender made it: a
-        local sender's 64 KiB TSO super-frame would not fit a UMEM chunk.  So each veth
-        port of such a bridge gets a native pass-through program: a veth whose peer runs
-        XDP stops offering segmentation offload (veth_fix_features), which makes the
-        sender on the other side segment before sending.  Ports present at start only."""
+        """Native (driver) mode where the driver has it (veth does), generic otherwise
+        (a bridge: its veth ports get the pass-through program first).  A native
+        program on a veth already keeps its peer from sending super-frames."""
         from pyroute2 import IPRoute
 
         with IPRoute() as ipr:
             for name in self.interfaces:
                 idx = socket.if_nametoindex(name)
-                # ports first: once the bridge runs generic XDP, the kernel refuses
-                # native XDP on its ports (EEXIST)
-                for port in _veth_ports(ipr, idx):
-                    if self.passthrough < 0:
-                        self.passthrough = bpf.load_program(bpf.PROG_XDP,
-                                                            pass_program(), PROGRAM_NAME)
-                    try:
-                        ipr.link("set", index=port, xdp={"attrs": [
-                            ("IFLA_XDP_FD", self.passthrough),
-                            ("IFLA_XDP_FLAGS", XDP_FLAGS_DRV_MODE)]})
-                    except Exception as err:  # noqa: BLE001 - the port keeps working
-                        log.info("no pass-through XDP on bridge port %d: %s", port, err)
-                        continue
-                    self.attached.append(port)
+                self._bridge_ports(ipr, idx)
                 self.mode = self._attach(ipr, idx, self.progs[name], name)
-
-    def _attach(self, ipr, idx: int, prog: int, name: str) -> str:
-        last: Exception | None = None
-        for flags, mode in ((XDP_FLAGS_DRV_MODE, "native"), (XDP_FLAGS_SKB_MODE, "generic")):
-            try:
-                ipr.link("set", index=idx, xdp={"attrs": [
-                    ("IFLA_XDP_FD", prog), ("IFLA_XDP_FLAGS", flags)]})
-            except Exception as err:  # noqa: BLE001 - try the next mode
-                last = err
-                continue
-            self.attached.append(idx)
-            return mode
-        raise XdpError(errno.EOPNOTSUPP, f"cannot attach XDP to {name}: {last}")
 
     def add_socket(self, xsk: XskSocket) -> None:
         self.xsks[xsk.ifname].update(struct.pack("<I", 0), struct.pack("<I", xsk.fileno()))
@@ -487,29 +539,11 @@ class Steering:
             self.targets.delete(k)
         self.keys = set(targets)
 
-    def detach(self) -> None:
-        if not self.attached:
-            return
-        from pyroute2 import IPRoute
-
-        with IPRoute() as ipr:
-            for idx in reversed(self.attached):  # bridges before their ports (see attach)
-                for flags in (XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE):
-                    try:
-                        ipr.link("set", index=idx, xdp={"attrs": [
-                            ("IFLA_XDP_FD", -1), ("IFLA_XDP_FLAGS", flags)]})
-                    except Exception:  # noqa: BLE001,S110 - the device may be gone
-                        pass
-        self.attached = []
-
     def close(self) -> None:
-        self.detach()
+        super().close()
         for fd in self.progs.values():
             os.close(fd)
         self.progs = {}
-        if self.passthrough >= 0:
-            os.close(self.passthrough)
-            self.passthrough = -1
         for m in self.xsks.values():
             m.close()
         self.xsks = {}
