@@ -85,7 +85,6 @@ class Daemon:
         self.interfaces = interfaces
         self.ring_plumbing = None  # engine.plumbing_ring.RingPlumbing in ring mode
         self.ring = None  # engine.io.ring.RingPort in ring mode
-        self.segmentation_guard = None  # engine.io.xsk.SegmentationGuard in ring mode
         self.fanout_group: int | None = None  # set by engine/workers.py
 
     # -- control ------------------------------------------------------------------------------
@@ -187,10 +186,6 @@ class Daemon:
         self.ring = RingPort(self.director, self.interfaces, sender, fanout_group)
         self.ring_plumbing = RingPlumbing(self.interfaces)
         self.ring_plumbing.install()
-        # local senders' super-frames would not fit a ring frame (engine/io/xsk.py)
-        from engine.io.xsk import SegmentationGuard
-
-        self.segmentation_guard = SegmentationGuard(self.interfaces)
 
     @staticmethod
     def _clear_stale_fast_paths() -> None:
@@ -229,9 +224,8 @@ class Daemon:
             except Exception:
                 if self.ring_plumbing is not None:
                     self.ring_plumbing.remove()
-                for part in (self.segmentation_guard, self.ring):
-                    if part is not None:
-                        part.close()
+                if self.ring is not None:
+                    self.ring.close()
                 port.close()
                 sender.close()
                 listener.close()
@@ -279,8 +273,6 @@ class Daemon:
             sel.close()
             if self.ring_plumbing is not None:
                 self.ring_plumbing.remove()  # the kernel sees the traffic again first
-            if self.segmentation_guard is not None:
-                self.segmentation_guard.close()
             if self.ring is not None:
                 self.ring.close()
             port.close()

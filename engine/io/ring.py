@@ -37,6 +37,7 @@ blocks return to the kernel promptly and the work per wakeup stays bounded.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import logging
 import mmap
 import os
@@ -72,6 +73,7 @@ ETH_P_IPV6 = 0x86DD
 TP_STATUS_KERNEL = 0
 TP_STATUS_USER = 1
 TP_STATUS_CSUMNOTREADY = 8
+SIOCGIFMTU = 0x8921
 
 BLOCK_SIZE = 1 << 16  # 64 KiB: ~330 small frames per batch (perf-ceilings.md)
 BLOCK_NR = 64
@@ -167,6 +169,10 @@ class RxRing:
             raise
         self.block_size = block_size
         self.block_nr = block_nr
+        # the longest frame that can be sent on: MTU + Ethernet header + one VLAN tag
+        ifreq = fcntl.ioctl(self.sock.fileno(), SIOCGIFMTU,
+                            struct.pack("16si20x", ifname.encode(), 0))
+        self.max_frame = struct.unpack_from("i", ifreq, 16)[0] + 18
         self.arr = np.frombuffer(self.mm, dtype=np.uint8)
         self._a32 = np.frombuffer(self.mm, dtype=np.uint32)  # frame headers, gathered
         self._a16 = np.frombuffer(self.mm, dtype=np.uint16)
@@ -549,9 +555,13 @@ class RingPort:
         self.tx = MmsgSender()
         self.hops = NextHops()
         self.match = Match()
+        from engine.io.xsk import SegmentationGuard
+
+        self.guard = SegmentationGuard()
+        self.oversize_on: set[str] = set()  # interfaces that delivered super-frames
         self.counters = {"ring-frames": 0, "ring-mine": 0, "ring-forward": 0,
                          "ring-to-kernel": 0, "ring-shed": 0, "ring-resync": 0, "ring-truncated": 0,
-                         "ring-bad-ip-checksum": 0}
+                         "ring-oversize": 0, "ring-bad-ip-checksum": 0}
         try:
             self._open(interfaces, fanout_group)
         except BaseException:
@@ -593,6 +603,12 @@ class RingPort:
 
     def _block(self, ring: RxRing) -> int:
         _b, offs, snaps, wire, status = ring.frames()
+        over = wire > ring.max_frame
+        if over.any():  # a local sender's segmentation-offload super-frame
+            self.counters["ring-oversize"] += int(over.sum())
+            self.oversize_on.add(ring.ifname)
+            keep = ~over
+            offs, snaps, wire, status = offs[keep], snaps[keep], wire[keep], status[keep]
         return self._batch(ring.arr, ring.base, offs, snaps, wire, status)
 
     def _batch(self, buf: np.ndarray, base: int, offs: np.ndarray, snaps: np.ndarray,
@@ -857,6 +873,13 @@ class RingPort:
         for ring in self.rings:
             if ring.pending():
                 self.serve(ring)
+        # super-frames from local senders cannot be sent on: make those senders segment
+        # (engine/io/xsk.py SegmentationGuard); the frames lost meanwhile are retransmitted
+        for name in self.oversize_on - self.guard.guarded:
+            try:
+                self.guard.add(name)
+            except OSError as err:
+                log.warning("%s: cannot keep super-frames away: %s", name, err)
 
     def status(self) -> dict:
         out = dict(self.counters)
@@ -871,6 +894,9 @@ class RingPort:
         return out
 
     def close(self) -> None:
+        guard = getattr(self, "guard", None)
+        if guard is not None:
+            guard.close()
         for r in self.rings:
             r.close()
         self.rings = []

@@ -480,18 +480,26 @@ class XdpAttachments:
 
 
 class SegmentationGuard(XdpAttachments):
-    """Ring mode: pass-through programs on the veth interfaces and veth bridge ports."""
+    """Ring mode: pass-through programs on a veth interface or a bridge's veth ports,
+    added for an interface once a super-frame has been seen there (``add``)."""
 
-    def __init__(self, interfaces: list[str]) -> None:
+    def __init__(self) -> None:
         super().__init__()
+        self.guarded: set[str] = set()
+
+    def add(self, name: str) -> None:
+        if name in self.guarded:
+            return
+        self.guarded.add(name)
         from pyroute2 import IPRoute
 
         with IPRoute() as ipr:
-            for name in interfaces:
-                idx = socket.if_nametoindex(name)
-                self._bridge_ports(ipr, idx)
-                if _is_veth(ipr, idx):
-                    self._pass_through(ipr, idx)
+            idx = socket.if_nametoindex(name)
+            self._bridge_ports(ipr, idx)
+            if _is_veth(ipr, idx):
+                self._pass_through(ipr, idx)
+        log.info("%s: local senders handed over segmentation-offload super-frames; their "
+                 "veths now get a pass-through XDP program, so they segment first", name)
 
 
 class Steering(XdpAttachments):
