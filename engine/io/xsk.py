@@ -422,9 +422,10 @@ class XdpAttachments:
     Also the pass-through program that keeps segmentation-offload super-frames away: a
     veth whose peer runs XDP stops offering TSO/GSO (veth_fix_features), so the sender
     on the other side segments before sending, and every frame fits one ring frame or
-    UMEM chunk.  pyvs puts it on the veth ports of a bridge it serves (ports present
-    at start; native XDP on a port must come before generic XDP on its bridge, which
-    the kernel otherwise refuses with EEXIST) and, in ring mode, on veth interfaces."""
+    UMEM chunk.  The XDP port puts it on the veth ports of a bridge it serves (ports
+    present at start; native XDP on a port must come before generic XDP on its bridge,
+    which the kernel otherwise refuses with EEXIST); the ring port, on a veth or a
+    bridge's veth ports once a super-frame arrived there (SegmentationGuard)."""
 
     def __init__(self) -> None:
         self.attached: list[int] = []
