@@ -105,7 +105,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from engine.demo import run_demo
 
     return run_demo(requests=args.requests, real_servers=args.real_servers,
-                    clients=args.clients, scheduler=args.scheduler)
+                    clients=args.clients, scheduler=args.scheduler, io=args.io)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--real-servers", type=int, default=3)
     demo.add_argument("--clients", type=int, default=3)
     demo.add_argument("--scheduler", default="rr")
+    demo.add_argument("--io", choices=["nfqueue", "ring", "xdp"], default="nfqueue",
+                      help="the director's packet path (see `pyvs run --help`)")
     demo.set_defaults(func=cmd_demo)
     return parser
 

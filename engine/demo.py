@@ -17,7 +17,8 @@ from engine.runner import DirectorProcess
 
 
 def run_demo(requests: int = 30, real_servers: int = 3, clients: int = 3,
-             scheduler: str = "rr", out=sys.stdout) -> int:
+             scheduler: str = "rr", io: str = "nfqueue", out=sys.stdout) -> int:
+    """``io``: the packet path of `pyvs run` (nfqueue, ring or xdp)."""
     def say(text: str = "") -> None:
         out.write(text + "\n")
         out.flush()
@@ -29,7 +30,9 @@ def run_demo(requests: int = 30, real_servers: int = 3, clients: int = 3,
         say(f"lab {info['name']}: client {', '.join(info['client_addrs'])} -> "
             f"VIP {vip}:80 on {director_ns} -> "
             f"{', '.join(rs['addr'] for rs in info['real_servers'])}")
-        with DirectorProcess(director_ns) as director:
+        run_args = () if io == "nfqueue" else ("--io", io)
+        say("# pyvs run " + " ".join(run_args) + "   (in the director namespace)")
+        with DirectorProcess(director_ns, args=run_args) as director:
             commands = [["-A", "-t", f"{vip}:80", "-s", scheduler]]
             commands += [["-a", "-t", f"{vip}:80", "-r", f"{rs['addr']}:80", "-m"]
                          for rs in info["real_servers"]]
