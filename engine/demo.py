@@ -31,7 +31,7 @@ def run_demo(requests: int = 30, real_servers: int = 3, clients: int = 3,
             f"VIP {vip}:80 on {director_ns} -> "
             f"{', '.join(rs['addr'] for rs in info['real_servers'])}")
         run_args = () if io == "nfqueue" else ("--io", io)
-        say("# pyvs run " + " ".join(run_args) + "   (in the director namespace)")
+        say(" ".join(("# pyvs run", *run_args)) + "   (in the director namespace)")
         with DirectorProcess(director_ns, args=run_args) as director:
             commands = [["-A", "-t", f"{vip}:80", "-s", scheduler]]
             commands += [["-a", "-t", f"{vip}:80", "-r", f"{rs['addr']}:80", "-m"]
