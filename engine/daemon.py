@@ -192,7 +192,7 @@ class Daemon:
         """A ring or XDP director killed without its cleanup leaves an nftables netdev
         table or XDP programs that keep taking the services' packets from the kernel:
         remove them at start, whatever this run's mode."""
-        from engine.io.xsk import detach_stale
+        from engine.io.steer import detach_stale
         from engine.plumbing_ring import RingPlumbing, RingPlumbingError
 
         try:

@@ -4,7 +4,7 @@ The NAT lab's director has a veth towards the clients (native XDP) and a bridge
 towards the real servers (generic XDP, with pass-through programs on its veth
 ports): both kinds of attachment are exercised.  Nothing outside the director is
 tuned: clients and real servers keep the kernel's default offloads, so the director
-sees CHECKSUM_PARTIAL frames and must complete their checksums (engine/io/xsk.py),
+sees CHECKSUM_PARTIAL frames and must complete their checksums (engine/io/xdp.py),
 and the senders' segmentation offload must be kept from handing it super-frames.
 """
 

@@ -1,8 +1,8 @@
 """The XDP port's frame selection: the steering program and the partial-checksum test.
 
-``steer_program`` (engine/io/xsk.py) is run by the kernel itself (BPF_PROG_TEST_RUN)
+``steer_program`` (engine/io/steer.py) is run by the kernel itself (BPF_PROG_TEST_RUN)
 on random frames against random target sets and compared with a pure-Python oracle
-written from the contract (engine/io/xsk.py, engine/plumbing_ring.py): a frame goes
+written from the contract (engine/io/steer.py, engine/plumbing_ring.py): a frame goes
 to the AF_XDP socket (XDP_REDIRECT) iff it is IPv4 (any IHL >= 5, not a non-first
 fragment) or IPv6 (TCP/UDP directly after the fixed header), TCP or UDP with the
 first 4 bytes of its transport header in the frame, and
@@ -38,8 +38,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from engine.io.steer import KIND_REAL, KIND_VIP, target_key
 from engine.io.xdp import partial_checksum, partial_checksums
-from engine.io.xsk import KIND_REAL, KIND_VIP, target_key
 
 ROOT = Path(__file__).resolve().parent.parent
 PASS, REDIRECT = 2, 4
@@ -52,11 +52,11 @@ REPLY_TIMEOUT = 30.0
 # ------------------------------------------------------------------------ the child
 CHILD = r"""
 import json, sys
-from engine.io import bpf, xsk
+from engine.io import bpf, steer, xsk
 
 umem = xsk.Umem()
 sock = xsk.XskSocket("x0", umem)
-steering = xsk.Steering(["x0"])  # loaded, never attached: BPF_PROG_TEST_RUN only
+steering = steer.Steering(["x0"])  # loaded, never attached: BPF_PROG_TEST_RUN only
 steering.add_socket(sock)
 prog = steering.progs["x0"]
 

@@ -1,6 +1,6 @@
 """eBPF from Python without a compiler: the bpf(2) system call, maps, and a tiny assembler.
 
-The XDP port (engine/io/xsk.py) needs one small program -- steer the frames pyvs
+The XDP port (engine/io/steer.py) needs one small program -- steer the frames pyvs
 serves into an AF_XDP socket, pass everything else to the kernel -- and two maps.
 Writing its few dozen instructions here keeps the project free of clang and libbpf
 at install time; the kernel's verifier checks the program when it is loaded and its
@@ -104,7 +104,7 @@ def load_program(prog_type: int, insns: bytes, name: str = "pyvs") -> int:
 
 
 class Asm:
-    """Just enough of an eBPF assembler for engine/io/xsk.py, with forward labels.
+    """Just enough of an eBPF assembler for engine/io/steer.py, with forward labels.
 
     Registers are ints 0..10 (r10 is the read-only frame pointer).  Sizes: 1, 2, 4, 8.
     """

@@ -555,7 +555,7 @@ class RingPort:
         self.tx = MmsgSender()
         self.hops = NextHops()
         self.match = Match()
-        from engine.io.xsk import SegmentationGuard
+        from engine.io.steer import SegmentationGuard
 
         self.guard = SegmentationGuard()
         self.oversize_on: set[str] = set()  # interfaces that delivered super-frames
@@ -874,7 +874,7 @@ class RingPort:
             if ring.pending():
                 self.serve(ring)
         # super-frames from local senders cannot be sent on: make those senders segment
-        # (engine/io/xsk.py SegmentationGuard); the frames lost meanwhile are retransmitted
+        # (engine/io/steer.py SegmentationGuard); the frames lost meanwhile are retransmitted
         for name in self.oversize_on - self.guard.guarded:
             try:
                 self.guard.add(name)

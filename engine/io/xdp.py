@@ -2,7 +2,7 @@
 
 Same pipeline as the ring port (engine/io/ring.py: classify with numpy, the fast path
 of engine/fastpath.py, next hops from the kernel's tables, the raw IP socket for what
-the kernel must handle), different I/O (engine/io/xsk.py):
+the kernel must handle), different I/O (engine/io/xsk.py, engine/io/steer.py):
 
   * receive: the XDP program steers exactly the frames pyvs serves into one AF_XDP
     socket per director interface; the kernel never builds an skb for them, and the
@@ -26,7 +26,7 @@ import struct
 
 import numpy as np
 
-from engine.io import xsk
+from engine.io import steer, xsk
 from engine.io.ring import SMALL_BATCH, TP_STATUS_CSUMNOTREADY, RingPort, set_offloads
 from engine.plumbing_ring import ring_targets
 
@@ -98,7 +98,7 @@ class XdpPort(RingPort):
         if fanout_group is not None:
             raise xsk.XdpError(95, "--io xdp runs one worker (use --io ring for --workers)")
         self.umem = xsk.Umem()
-        self.steering = xsk.Steering(interfaces)
+        self.steering = steer.Steering(interfaces)
         first = None
         for name in interfaces:
             set_offloads(name, False, ("gro",))  # no GRO super-frames: a chunk holds one MTU
@@ -116,8 +116,8 @@ class XdpPort(RingPort):
         services = list(services)
         self.match.update(services)
         vips, reals = ring_targets(services)
-        keys = {xsk.target_key(xsk.KIND_VIP, p, a, port) for p, a, port in vips}
-        keys |= {xsk.target_key(xsk.KIND_REAL, p, a, port) for p, a, port in reals}
+        keys = {steer.target_key(steer.KIND_VIP, p, a, port) for p, a, port in vips}
+        keys |= {steer.target_key(steer.KIND_REAL, p, a, port) for p, a, port in reals}
         self.steering.sync(keys)
 
     # ------------------------------------------------------------------------------------
