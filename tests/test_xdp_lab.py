@@ -15,7 +15,7 @@ import subprocess
 import pytest
 
 from engine.lab import DrLab, NatLab, TunLab, servers
-from engine.runner import DirectorProcess
+from engine.runner import DirectorError, DirectorProcess
 from tests.labhelp import add_service
 
 pytestmark = pytest.mark.lab
@@ -224,3 +224,15 @@ def test_real_servers_behind_a_bridge_keep_their_default_offloads(nat_lab_factor
         assert received == sent
         dropped = sum(s["rx_dropped"] for s in d.status()["ring"]["sockets"].values())
         assert dropped == 0
+
+
+def test_an_mtu_too_large_for_af_xdp_is_refused_with_a_clear_error(nat_lab_factory):
+    lab = nat_lab_factory(real_servers=1, clients=1, start_servers=False)
+    ns = lab.ns("director")
+    subprocess.run(["ip", "-n", ns, "link", "set", lab.DIR_CLIENT_IF, "mtu", "4000"],
+                   check=True)
+    proc = DirectorProcess(ns, args=("--io", "xdp"))
+    with pytest.raises(DirectorError, match=r"MTU 4000.*--io ring"):
+        proc.start()
+    proc.stop()
+    assert xdp_programs(ns) == ""  # nothing left behind

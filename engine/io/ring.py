@@ -94,6 +94,12 @@ _sendmmsg.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int
 _sendmmsg.restype = ctypes.c_int
 
 
+def interface_mtu(ifname: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifreq = fcntl.ioctl(s.fileno(), SIOCGIFMTU, struct.pack("16si20x", ifname.encode(), 0))
+    return struct.unpack_from("i", ifreq, 16)[0]
+
+
 def director_interfaces() -> list[str]:
     """Interfaces of this namespace with a global IP address (not loopback, not ports
     enslaved to a bridge or bond: the ring listens where the IP stack does)."""
@@ -170,9 +176,7 @@ class RxRing:
         self.block_size = block_size
         self.block_nr = block_nr
         # the longest frame that can be sent on: MTU + Ethernet header + one VLAN tag
-        ifreq = fcntl.ioctl(self.sock.fileno(), SIOCGIFMTU,
-                            struct.pack("16si20x", ifname.encode(), 0))
-        self.max_frame = struct.unpack_from("i", ifreq, 16)[0] + 18
+        self.max_frame = interface_mtu(ifname) + 18
         self.arr = np.frombuffer(self.mm, dtype=np.uint8)
         self._a32 = np.frombuffer(self.mm, dtype=np.uint32)  # frame headers, gathered
         self._a16 = np.frombuffer(self.mm, dtype=np.uint16)

@@ -27,7 +27,13 @@ import struct
 import numpy as np
 
 from engine.io import steer, xsk
-from engine.io.ring import SMALL_BATCH, TP_STATUS_CSUMNOTREADY, RingPort, set_offloads
+from engine.io.ring import (
+    SMALL_BATCH,
+    TP_STATUS_CSUMNOTREADY,
+    RingPort,
+    interface_mtu,
+    set_offloads,
+)
 from engine.plumbing_ring import ring_targets
 
 _CHUNK_SHIFT = np.uint64(xsk.FRAME.bit_length() - 1)
@@ -97,6 +103,12 @@ class XdpPort(RingPort):
     def _open(self, interfaces: list[str], fanout_group: int | None) -> None:
         if fanout_group is not None:
             raise xsk.XdpError(95, "--io xdp runs one worker (use --io ring for --workers)")
+        for name in interfaces:
+            mtu = interface_mtu(name)
+            if mtu + 14 > xsk.MAX_FRAME:
+                raise xsk.XdpError(
+                    90, f"--io xdp: {name} has MTU {mtu}, but an AF_XDP frame holds at most "
+                    f"{xsk.MAX_FRAME - 14} bytes of IP; lower the MTU or use --io ring")
         self.umem = xsk.Umem()
         self.steering = steer.Steering(interfaces)
         first = None
