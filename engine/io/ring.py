@@ -27,7 +27,12 @@ engine/fastpath.py.  Then:
              the raw IP socket, so the kernel resolves it (ARP / ND);
   ACCEPT  -> handed to the kernel through the raw IP socket (not IPVS business);
   DROP    -> nothing.
-The block is then returned to the kernel.
+The block is then returned to the kernel.  Batches of up to SMALL_BATCH frames skip
+numpy (whose fixed cost is ~200 us per batch) and go one frame at a time through the
+same steps and the per-packet director (``_small``; tests/test_port_small_batch.py
+proves both ways agree).  Frames longer than the interface's MTU are local senders'
+offload super-frames: counted ``ring-oversize``, dropped, and the sender is made to
+segment from then on (engine/io/steer.py SegmentationGuard).
 
 Overload: when more than ``MAX_BEHIND`` blocks are waiting, the oldest are given
 back unprocessed (counted as ``ring-shed``), so the freshest traffic is served,
