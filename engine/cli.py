@@ -39,15 +39,19 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 1
         logging.getLogger("pyvs").info("%d rules loaded from %s", count, args.rules)
     profile = os.environ.get("PYVS_PROFILE")  # a cProfile output file, for measurements
-    if not profile:
-        return daemon.run()
-    import cProfile
-
-    prof = cProfile.Profile()
     try:
-        return prof.runcall(daemon.run)
-    finally:
-        prof.dump_stats(profile)
+        if not profile:
+            return daemon.run()
+        import cProfile
+
+        prof = cProfile.Profile()
+        try:
+            return prof.runcall(daemon.run)
+        finally:
+            prof.dump_stats(profile)
+    except (RuntimeError, OSError) as err:  # could not start (what it set up is removed)
+        sys.stderr.write(f"pyvs run: {err}\n")
+        return 1
 
 
 def cmd_sysctl(args: argparse.Namespace) -> int:

@@ -196,7 +196,8 @@ def run_workers(args) -> int:
     from engine.io.ring import director_interfaces
 
     if args.io != "ring":
-        log.error("--workers needs --io ring (the NFQUEUE port has one queue)")
+        log.error("--workers needs --io ring (NFQUEUE has one queue, and an AF_XDP socket "
+                  "is tied to one receive queue)")
         return 2
     n = args.workers
     interfaces = args.interfaces or director_interfaces()
