@@ -313,7 +313,7 @@ def _broadcast(children, request: dict) -> None:
 def _child(index: int, rfd: int, shared: SharedCounters, interfaces: list[str],
            group: int) -> int:
     from engine import ipvsadm
-    from engine.daemon import EXPIRE_BUDGET, TICK, RawSender
+    from engine.daemon import EXPIRE_BUDGET, TICK, RawSender, keep_long_lived_out_of_gc
     from engine.director import Director
     from engine.io.ring import RingPort
 
@@ -377,6 +377,7 @@ def _child(index: int, rfd: int, shared: SharedCounters, interfaces: list[str],
                 sender.flush(director)
                 port.tick()
                 worker.publish()
+                keep_long_lived_out_of_gc()
                 next_tick = time.monotonic() + TICK
     finally:
         sel.close()
