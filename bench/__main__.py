@@ -425,9 +425,7 @@ table netdev genceil {{
         if not self.args.no_traffic:
             with BenchLab(tools=built) as lab:
                 log(f"lab {lab.name} up")
-                self.gen = traffic.Gen(built["gen"], raw={
-                    "ifname": lab.CLIENT_IF, "src": lab.CLIENT,
-                    "dmac": lab.mac("director", lab.DIR_IN_IF)})
+                self.gen = traffic.raw_gen(lab, built["gen"])
                 self.generator_ceiling(lab)
                 self.kernel_cases(lab)
                 if not self.args.no_pyvs:

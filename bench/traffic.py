@@ -124,6 +124,12 @@ class Gen:
     raw: dict | None = None
 
 
+def raw_gen(lab, path: str) -> Gen:
+    """The generator sending prebuilt frames from the bench lab's client to the director."""
+    return Gen(path, raw={"ifname": lab.CLIENT_IF, "src": lab.CLIENT,
+                          "dmac": lab.mac("director", lab.DIR_IN_IF)})
+
+
 def flood_argv(gen: Gen | str, dst: str, dport: int, rate: float = 0, duration: float = 1.0,
                count: int = 50_000_000, ports: int = 1024, cpu: int | None = GEN_CPU,
                size: int = 64) -> list[str]:

@@ -5,6 +5,7 @@ Lab fixtures (real traffic in network namespaces; tests using them must carry
 
 * ``nat_lab``          - one NatLab with started servers; parametrize indirectly:
   ``@pytest.mark.parametrize("nat_lab", [{"real_servers": 3, "clients": 2}], indirect=True)``
+* ``nat_lab_3x3``      - one NatLab per module (3 real servers, 3 clients, servers started)
 * ``nat_lab_factory``  - ``make(real_servers=1, clients=1, start_servers=True, **kw)``
   builds as many labs as a test needs; all are torn down after the test.
 
@@ -71,6 +72,19 @@ def nat_lab_factory(lab_env):
                 errors.append(f"{lab.name}: {e}")
         if errors:
             pytest.fail("lab teardown: " + "; ".join(errors))
+
+
+@pytest.fixture(scope="module")
+def nat_lab_3x3(lab_env):
+    """One NatLab per test module: 3 real servers, 3 clients, servers started."""
+    from engine.lab import NatLab
+
+    lab = NatLab(real_servers=3, clients=3, start_servers=True)
+    try:
+        lab.up()
+        yield lab
+    finally:
+        lab.down()
 
 
 @pytest.fixture

@@ -12,3 +12,17 @@ def add_service(director, lab, *opts, weights=(1, 1, 1), proto="-t", vip=None, p
     for rs, w in zip(lab.real_server_list(), weights, strict=False):
         director.adm("-a", proto, f"{vip}:{port}", "-r", f"{rs['addr']}:{port}", method,
                      "-w", str(w))
+
+
+def answers_every_probe(bench, gen_path: str, tries: int = 3) -> dict:
+    """UDP ping-pong through the director of a BenchLab until a round of 100 probes is
+    answered in full (or ``tries`` rounds, about a second each); the last round."""
+    from bench import traffic
+    from engine.lab.benchtopo import ECHO_PORT
+
+    for _ in range(tries):
+        probe = traffic.pingpong(bench, gen_path, bench.VIP, ECHO_PORT, count=100,
+                                 duration=1.0)
+        if probe["lost"] == 0:
+            break
+    return probe

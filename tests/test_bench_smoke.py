@@ -84,8 +84,7 @@ def test_generator_through_kernel_forwarding(lab_env):
 
     built = tools.build_all()
     with BenchLab(tools=built) as lab:
-        raw = traffic.Gen(built["gen"], raw={"ifname": lab.CLIENT_IF, "src": lab.CLIENT,
-                                             "dmac": lab.mac("director", lab.DIR_IN_IF)})
+        raw = traffic.raw_gen(lab, built["gen"])
         for gen in (raw, traffic.Gen(built["gen"])):
             before = lab.counter()
             rep = traffic.flood(lab, gen, lab.SINK, FLOOD_PORT, count=1000, rate=20_000,

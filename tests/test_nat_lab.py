@@ -23,13 +23,8 @@ VIP6 = NatLab.VIP6
 
 
 @pytest.fixture(scope="module")
-def lab(lab_env):
-    lab = NatLab(real_servers=3, clients=3, start_servers=True)
-    try:
-        lab.up()
-        yield lab
-    finally:
-        lab.down()
+def lab(nat_lab_3x3):
+    return nat_lab_3x3
 
 
 @pytest.fixture(scope="module")
