@@ -22,7 +22,7 @@ _libc.syscall.restype = ctypes.c_long
 SYS_BPF = 321  # x86_64
 
 # commands
-MAP_CREATE, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY = 0, 1, 2, 3, 4
+MAP_CREATE, MAP_UPDATE_ELEM, MAP_DELETE_ELEM = 0, 2, 3
 PROG_LOAD = 5
 # types
 MAP_HASH = 1
@@ -67,20 +67,6 @@ class Map:
 
     def delete(self, key: bytes) -> None:
         self._elem(MAP_DELETE_ELEM, key)
-
-    def keys(self) -> list[bytes]:
-        out: list[bytes] = []
-        nxt = ctypes.create_string_buffer(self.key_size)
-        cur = None
-        while True:
-            try:
-                bpf(MAP_GET_NEXT_KEY, struct.pack(
-                    "<IxxxxQQ", self.fd, 0 if cur is None else ctypes.addressof(cur),
-                    ctypes.addressof(nxt)))
-            except BpfError:
-                return out
-            out.append(nxt.raw)
-            cur = ctypes.create_string_buffer(nxt.raw, self.key_size)
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -564,10 +564,6 @@ class RingPort:
         self.tx = MmsgSender()
         self.hops = NextHops()
         self.match = Match()
-        from engine.io.steer import SegmentationGuard
-
-        self.guard = SegmentationGuard()
-        self.oversize_on: set[str] = set()  # interfaces that delivered super-frames
         self.counters = {"ring-frames": 0, "ring-mine": 0, "ring-forward": 0,
                          "ring-to-kernel": 0, "ring-shed": 0, "ring-resync": 0, "ring-truncated": 0,
                          "ring-oversize": 0, "ring-bad-ip-checksum": 0}
@@ -578,6 +574,10 @@ class RingPort:
             raise
 
     def _open(self, interfaces: list[str], fanout_group: int | None) -> None:
+        from engine.io.steer import SegmentationGuard
+
+        self.guard = SegmentationGuard()
+        self.oversize_on: set[str] = set()  # interfaces that delivered super-frames
         for i, name in enumerate(interfaces):
             set_offloads(name, False, ("gro",))  # no GRO super-frames on the ring
             # one fanout group per interface (a group is bound to one device)
@@ -896,11 +896,14 @@ class RingPort:
         out["slow"] = self.fast.slow
         out["tx-sent"] = self.tx.sent
         out["tx-errors"] = self.tx.errors
-        out["rings"] = {r.ifname: {"cur": r.cur, "user_blocks": [
+        out.update(self._io_status())
+        return out
+
+    def _io_status(self) -> dict:
+        return {"rings": {r.ifname: {"cur": r.cur, "user_blocks": [
             k for k in range(r.block_nr)
             if _U32.unpack_from(r.mm, k * r.block_size + 8)[0] & TP_STATUS_USER]}
-            for r in self.rings}
-        return out
+            for r in self.rings}}
 
     def close(self) -> None:
         guard = getattr(self, "guard", None)

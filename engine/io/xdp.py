@@ -193,16 +193,10 @@ class XdpPort(RingPort):
             s.complete()
             s.refill()
 
-    def status(self) -> dict:
-        out = dict(self.counters)
-        out["fast"] = self.fast.fast
-        out["slow"] = self.fast.slow
-        out["tx-sent"] = sum(s.sent for s in self.rings) + self.tx.sent
-        out["tx-errors"] = self.tx.errors
-        out["xdp-mode"] = self.steering.mode
-        out["umem-free"] = self.umem.nfree
-        out["sockets"] = {s.ifname: s.stats() for s in self.rings}
-        return out
+    def _io_status(self) -> dict:
+        return {"tx-sent": sum(s.sent for s in self.rings) + self.tx.sent,
+                "xdp-mode": self.steering.mode, "umem-free": self.umem.nfree,
+                "sockets": {s.ifname: s.stats() for s in self.rings}}
 
     def close(self) -> None:
         steering = getattr(self, "steering", None)

@@ -34,7 +34,6 @@ XDP_MMAP_OFFSETS, XDP_RX_RING, XDP_TX_RING, XDP_UMEM_REG = 1, 2, 3, 4
 XDP_UMEM_FILL_RING, XDP_UMEM_COMPLETION_RING, XDP_STATISTICS = 5, 6, 7
 XDP_MAX_TX_SKB_BUDGET = 9  # Linux 6.17: more than 32 frames per sendto in copy mode
 XDP_SHARED_UMEM, XDP_COPY, XDP_USE_NEED_WAKEUP = 1, 2, 8
-XDP_RING_NEED_WAKEUP = 1
 PGOFF_RX, PGOFF_TX = 0, 0x80000000
 PGOFF_FILL, PGOFF_COMP = 0x100000000, 0x180000000
 
@@ -91,11 +90,11 @@ class _Ring:
 
     def __init__(self, fd: int, pgoff: int, off: tuple[int, int, int, int], size: int,
                  desc_words: int) -> None:
-        producer, consumer, desc, flags = off
+        producer, consumer, desc, _flags = off
         self.mm = mmap.mmap(fd, desc + size * 8 * desc_words, mmap.MAP_SHARED,
                             mmap.PROT_READ | mmap.PROT_WRITE, offset=pgoff)
         self.u32 = np.frombuffer(self.mm, dtype=np.uint32)
-        self.p, self.c, self.f = producer // 4, consumer // 4, flags // 4
+        self.p, self.c = producer // 4, consumer // 4
         self.desc = np.frombuffer(self.mm, dtype=np.uint64, offset=desc,
                                   count=size * desc_words).reshape(size, desc_words)
         self.size = size
@@ -108,9 +107,6 @@ class _Ring:
     @property
     def consumer(self) -> int:
         return int(self.u32[self.c])
-
-    def need_wakeup(self) -> bool:
-        return bool(self.u32[self.f] & XDP_RING_NEED_WAKEUP)
 
     def close(self) -> None:
         self.u32 = self.desc = None
@@ -164,7 +160,6 @@ class XskSocket:
             self.close()
             raise
         self.sent = 0
-        self.tx_full = 0
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -199,13 +194,10 @@ class XskSocket:
     def transmit(self, addrs: np.ndarray, lens: np.ndarray) -> int:
         """Queue frames (UMEM addresses) for sending; returns how many were queued (the
         rest is the caller's to give back)."""
-        self.complete()
         tx = self.tx
         prod = int(tx.u32[tx.p])
         room = tx.size - ((prod - int(tx.u32[tx.c])) & 0xFFFFFFFF)
         n = min(room, len(addrs))
-        if n < len(addrs):
-            self.tx_full += len(addrs) - n
         if n:
             idx = (prod + np.arange(n, dtype=np.int64)) & tx.mask
             tx.desc[idx, 0] = addrs[:n]
