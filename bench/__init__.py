@@ -1,1 +1,1 @@
-"""Benchmarks (python -m bench.<name>)."""
+"""Benchmarks (python -m pyvs.bench.<name>)."""

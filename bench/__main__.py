@@ -1,4 +1,4 @@
-"""pyvs benchmarks: `python -m bench [--quick] [--json FILE] [--no-plot] [--no-readme]`.
+"""pyvs benchmarks: `python -m pyvs.bench [--quick] [--json FILE] [--no-plot] [--no-readme]`.
 
 Builds its own lab (engine/lab/benchtopo.py: client ns -> director ns -> sink ns),
 compiles the C generator (bench/gen.c) and HTTP server (bench/httpd.c), and measures
@@ -37,9 +37,9 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import tools, traffic
-from engine.lab.benchtopo import ECHO_PORT, FLOOD_PORT, HTTP_PORT, BenchLab
-from engine.runner import ROOT, DirectorError, DirectorProcess
+from pyvs.bench import tools, traffic
+from pyvs.engine.lab.benchtopo import ECHO_PORT, FLOOD_PORT, HTTP_PORT, BenchLab
+from pyvs.engine.runner import ROOT, DirectorError, DirectorProcess
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -75,8 +75,8 @@ class Settings:
 
 def pyvs_capabilities() -> dict:
     """Which `pyvs run` options exist in this tree (read from its --help)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, "-m", "engine.cli", "run", "--help"],
+    env = dict(os.environ)
+    r = subprocess.run([sys.executable, "-m", "pyvs.engine.cli", "run", "--help"],
                        capture_output=True, text=True, env=env, timeout=30)
     text = r.stdout
     io_modes = []
@@ -373,11 +373,11 @@ table netdev genceil {{
                 r["added_p99_us"] = round(r["loaded"]["p99_us"] - ref["idle"]["p99_us"], 1)
 
     def memory(self) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env = dict(os.environ)
         for n in self.s.mem_sizes:
             row = {}
             for tm in ([False, True] if n <= 100_000 else [False]):
-                argv = [sys.executable, "-m", "bench.conn_memory", "--entries", str(n)]
+                argv = [sys.executable, "-m", "pyvs.bench.conn_memory", "--entries", str(n)]
                 if tm:
                     argv.append("--tracemalloc")
                 t0 = time.monotonic()
@@ -404,7 +404,7 @@ table netdev genceil {{
 
     def scheduler(self) -> None:
         try:
-            from bench import sched_bench
+            from pyvs.bench import sched_bench
         except ImportError as err:
             self.note(f"scheduler section skipped: {err}")
             return

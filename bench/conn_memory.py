@@ -1,4 +1,4 @@
-"""Memory per connection-table entry: `python -m bench.conn_memory --entries N [--json]`.
+"""Memory per connection-table entry: `python -m pyvs.bench.conn_memory --entries N [--json]`.
 
 Builds an engine.director.Director with one UDP NAT service (one real server),
 feeds it N synthetic first packets from N distinct clients (addr:port) through
@@ -21,9 +21,9 @@ import sys
 import time
 import tracemalloc
 
-from engine import ipvsadm
-from engine.director import Director
-from engine.packet import set_ipv4_header_csum
+from pyvs.engine import ipvsadm
+from pyvs.engine.director import Director
+from pyvs.engine.packet import set_ipv4_header_csum
 
 VIP = "198.18.1.1"
 RIP = "198.18.2.2"

@@ -1,4 +1,4 @@
-"""Scheduler decision throughput: `python -m bench.sched_bench [--json FILE]`.
+"""Scheduler decision throughput: `python -m pyvs.bench.sched_bench [--json FILE]`.
 
 For every built-in scheduler and 3, 30 and 300 destinations, builds the service
 through ServiceTable (one add at a time, as ipvsadm does), gives the
@@ -20,11 +20,11 @@ import random
 import sys
 import time
 
-from engine.clock import VirtualClock
-from engine.service import AF_INET, DEST_F_OVERLOAD, IPPROTO_TCP, Flow
-from schedulers import registry
-from schedulers.mh import mh_table
-from schedulers.testing import build, make_env
+from pyvs.engine.clock import VirtualClock
+from pyvs.engine.service import AF_INET, DEST_F_OVERLOAD, IPPROTO_TCP, Flow
+from pyvs.schedulers import registry
+from pyvs.schedulers.mh import mh_table
+from pyvs.schedulers.testing import build, make_env
 
 SIZES = (3, 30, 300)
 

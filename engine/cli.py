@@ -16,21 +16,21 @@ def _need_root() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     _need_root()
-    from engine.daemon import Daemon
+    from pyvs.engine.daemon import Daemon
 
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="pyvs[%(process)d] %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     if args.workers > 1:
         try:
-            from engine.workers import run_workers
+            from pyvs.engine.workers import run_workers
         except ImportError:
             sys.stderr.write("pyvs: --workers is not available in this version\n")
             return 2
         return run_workers(args)
     daemon = Daemon(io=args.io, interfaces=args.interfaces)
     if args.rules:
-        from engine.config import RulesError, load_rules
+        from pyvs.engine.config import RulesError, load_rules
 
         try:
             count = load_rules(args.rules, daemon.director)
@@ -55,7 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sysctl(args: argparse.Namespace) -> int:
-    from engine.control import client_request
+    from pyvs.engine.control import client_request
 
     try:
         reply = client_request({"op": "sysctl", "args": args.settings})
@@ -69,21 +69,21 @@ def cmd_sysctl(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Connection count and drop counters by reason, as JSON."""
-    from engine.control import client_request
+    from pyvs.engine.control import client_request
 
     try:
         reply = client_request({"op": "status"})
     except (FileNotFoundError, ConnectionRefusedError):
         sys.stderr.write("pyvs status: no pyvs director runs in this network namespace\n")
         return 1
-    print(json.dumps({k: reply[k] for k in ("connections", "drops", "ring", "workers")
+    print(json.dumps({k: reply[k] for k in ("connections", "drops", "io", "ports", "workers")
                       if k in reply}, indent=2))
     return 0
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
     _need_root()
-    from engine import lab
+    from pyvs.engine import lab
 
     if args.lab_cmd == "up":
         info = lab.lab_up(args.mode, args.real_servers, args.clients, name=args.name)
@@ -96,7 +96,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
 def cmd_realserver(args: argparse.Namespace) -> int:
     """Userspace tunnel endpoint of an LVS-TUN real server (engine/realserver.py)."""
     _need_root()
-    from engine.realserver import RealServer
+    from pyvs.engine.realserver import RealServer
 
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="pyvs-realserver[%(process)d] %(levelname)s: %(message)s",
@@ -106,7 +106,7 @@ def cmd_realserver(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     _need_root()
-    from engine.demo import run_demo
+    from pyvs.engine.demo import run_demo
 
     return run_demo(requests=args.requests, real_servers=args.real_servers,
                     clients=args.clients, scheduler=args.scheduler, io=args.io)

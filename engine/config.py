@@ -18,7 +18,7 @@ class RulesError(ValueError):
 
 def load_rules(path: str | Path, director) -> int:
     """Apply every rule in path to director; returns the number of rules applied."""
-    from engine import ipvsadm
+    from pyvs.engine import ipvsadm
 
     path = Path(path)
     try:

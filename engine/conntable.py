@@ -39,9 +39,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from engine import tcpstate
-from engine.clock import Clock, TimerWheel
-from engine.service import (
+from pyvs.engine import tcpstate
+from pyvs.engine.clock import Clock, TimerWheel
+from pyvs.engine.service import (
     AF_INET,
     AF_INET6,
     CONN_F_INACTIVE,
@@ -55,7 +55,7 @@ from engine.service import (
 )
 
 if TYPE_CHECKING:
-    from engine.service import VirtualService
+    from pyvs.engine.service import VirtualService
 
 CONN_F_SYNC = 0x0020
 CONN_F_HASHED = 0x0040

@@ -15,59 +15,17 @@ import signal
 import socket
 import time
 
-from engine import control
-from engine.director import Director
-from engine.io.nfqueue import NF_ACCEPT, NF_DROP, NfQueuePort
-from engine.plumbing import QUEUE_NUM, Plumbing
-from engine.sysctl import SysctlError
-from engine.verdict import DROP, FORWARD
+from pyvs.engine import control
+from pyvs.engine.director import Director
+from pyvs.engine.io.port import Port, PortContext, clear_stale, open_ports
+from pyvs.engine.io.raw import RawSender
+from pyvs.engine.plumbing import QUEUE_NUM
+from pyvs.engine.sysctl import SysctlError
 
 log = logging.getLogger("pyvs")
 
 TICK = 0.1
 EXPIRE_BUDGET = 50_000  # entries looked at per tick in ring mode (expiry never stalls)
-
-
-class RawSender:
-    """Sends the packets the director makes itself (ICMP errors) through the stack."""
-
-    def __init__(self) -> None:
-        self.v4 = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-        self.v6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
-        self.l2 = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-
-    def send_frame(self, ifname: str, frame: bytes) -> None:
-        """An Ethernet frame out of one interface (direct routing: only the MAC changed)."""
-        try:
-            self.l2.sendto(frame, (ifname, 0))
-        except OSError as err:
-            log.debug("could not send a frame on %s: %s", ifname, err)
-
-    def send(self, packet: bytes) -> None:
-        try:
-            if packet[0] >> 4 == 4:
-                dst = socket.inet_ntop(socket.AF_INET, packet[16:20])
-                self.v4.sendto(packet, (dst, 0))
-            else:
-                dst = socket.inet_ntop(socket.AF_INET6, packet[24:40])
-                self.v6.sendto(packet, (dst, 0))
-        except OSError as err:
-            log.debug("could not send a generated packet: %s", err)
-
-    def flush(self, director: Director) -> None:
-        if director.outbox:
-            for packet in director.outbox:
-                self.send(packet)
-            director.outbox.clear()
-        if director.l2_outbox:
-            for ifname, frame in director.l2_outbox:
-                self.send_frame(ifname, frame)
-            director.l2_outbox.clear()
-
-    def close(self) -> None:
-        self.v4.close()
-        self.v6.close()
-        self.l2.close()
 
 
 def keep_long_lived_out_of_gc() -> None:
@@ -81,42 +39,37 @@ def keep_long_lived_out_of_gc() -> None:
 
 
 class Daemon:
-    """``io``: "nfqueue" (the default, faithful path), "ring" (engine/io/ring.py: the
-    fast path for addr:port services; fwmark services and ICMP stay on NFQUEUE) or
-    "xdp" (engine/io/xdp.py: the same fast path over AF_XDP sockets)."""
+    """``io``: the port set of engine/io/port.py MODES -- "nfqueue" (the default, faithful
+    path), "ring" or "xdp" (a fast port for addr:port services, NFQUEUE for the rest)."""
 
     def __init__(self, director: Director | None = None, queue: int = QUEUE_NUM,
                  io: str = "nfqueue", interfaces: list[str] | None = None) -> None:
         self.director = director or Director()
         self.io = io
-        self.plumbing = Plumbing(queue, ring=io in ("ring", "xdp"))
         self.queue = queue
         self.running = False
         self._generation = -1
         self.interfaces = interfaces
-        self.ring_plumbing = None  # engine.plumbing_ring.RingPlumbing in ring mode
-        self.ring = None  # engine.io.ring.RingPort in ring mode
+        self.ports: list[Port] = []
         self.fanout_group: int | None = None  # set by engine/workers.py
 
     # -- control ------------------------------------------------------------------------------
     def handle_request(self, request: dict) -> dict:
         op = request.get("op")
         if op == "ipvsadm":
-            from engine import ipvsadm
+            from pyvs.engine import ipvsadm
 
             rc, out, err = ipvsadm.run(list(request.get("argv", [])),
                                        request.get("stdin", ""), self.director)
-            self._sync_plumbing()
+            self._sync_ports()
             return {"rc": rc, "out": out, "err": err}
         if op == "sysctl":
             return self._sysctl(list(request.get("args", [])))
         if op == "status":
             d = self.director
-            reply = {"rc": 0, "out": "", "err": "", "connections": len(d.conntable),
-                     "drops": dict(d.drops)}
-            if self.ring is not None:
-                reply["ring"] = self.ring.status()
-            return reply
+            return {"rc": 0, "out": "", "err": "", "connections": len(d.conntable),
+                    "drops": dict(d.drops), "io": self.io,
+                    "ports": {p.name: p.status() for p in self.ports}}
         return {"rc": 2, "out": "", "err": f"unknown request {op!r}\n"}
 
     def _sysctl(self, args: list[str]) -> dict:
@@ -136,16 +89,12 @@ class Daemon:
         return {"rc": rc, "out": "".join(f"{line}\n" for line in out),
                 "err": "".join(f"{line}\n" for line in err)}
 
-    def _sync_plumbing(self) -> None:
+    def _sync_ports(self) -> None:
         services = self.director.services
         if services.generation != self._generation:
-            self.plumbing.sync(services.services.values())
-            if self.ring is not None:
-                # the ring takes a service's packets only once the kernel stops seeing
-                # them, and gives them up before the kernel sees them again
-                self.ring.update_services(services.services.values())
-                if self.ring_plumbing is not None:
-                    self.ring_plumbing.sync(services.services.values())
+            current = list(services.services.values())
+            for port in self.ports:
+                port.update(current)
             self._generation = services.generation
 
     def _serve_control(self, listener: socket.socket) -> None:
@@ -168,81 +117,38 @@ class Daemon:
             except (OSError, ValueError) as err:
                 log.warning("control request failed: %s", err)
 
-    # -- packets ------------------------------------------------------------------------------
-    def _serve_packets(self, port: NfQueuePort, sender: RawSender) -> None:
-        director = self.director
-        while True:
-            batch = port.recv_batch()
-            if not batch:
-                return
-            verdicts = director.process([p.buf for p in batch], [p.mark for p in batch])
-            port.send_verdicts(batch, [NF_DROP if v == DROP else NF_ACCEPT for v in verdicts],
-                               [v == FORWARD for v in verdicts])
-            sender.flush(director)
-
-    def _start_ring(self, sender: RawSender, fanout_group: int | None = None) -> None:
-        from engine.io.ring import RingPort, director_interfaces
-        from engine.plumbing_ring import RingPlumbing
-
-        if not self.interfaces:
-            self.interfaces = director_interfaces()
-        if not self.interfaces:
-            raise RuntimeError(f"--io {self.io}: no interface with an address in this namespace")
-        self.director.conntable.expire_budget = EXPIRE_BUDGET
-        if self.io == "xdp":
-            from engine.io.xdp import XdpPort
-
-            self.ring = XdpPort(self.director, self.interfaces, sender, fanout_group)
-            return
-        self.ring = RingPort(self.director, self.interfaces, sender, fanout_group)
-        self.ring_plumbing = RingPlumbing(self.interfaces)
-        self.ring_plumbing.install()
-
-    @staticmethod
-    def _clear_stale_fast_paths() -> None:
-        """A ring or XDP director killed without its cleanup leaves an nftables netdev
-        table or XDP programs that keep taking the services' packets from the kernel:
-        remove them at start, whatever this run's mode."""
-        from engine.io.steer import detach_stale
-        from engine.plumbing_ring import RingPlumbing, RingPlumbingError
-
-        try:
-            RingPlumbing([]).remove()
-        except RingPlumbingError:  # no nft: no ring table can exist either
-            pass
-        try:
-            gone = detach_stale()
-        except OSError as err:
-            log.warning("could not look for a left-over pyvs XDP program: %s", err)
-            return
-        if gone:
-            log.info("removed a left-over pyvs XDP program from %s", ", ".join(gone))
-
     # -- main loop ----------------------------------------------------------------------------
+    def open_ports(self, sender: RawSender) -> None:
+        """Remove what a killed director left, then open this run's ports."""
+        gone = clear_stale()
+        if gone:
+            log.info("removed what a killed director left: %s", ", ".join(gone))
+        if self.io in ("ring", "xdp"):
+            self.director.conntable.expire_budget = EXPIRE_BUDGET
+        ctx = PortContext(self.director, sender, self.interfaces, self.fanout_group,
+                          self.queue)
+        self.ports = open_ports(self.io, ctx)
+        self.interfaces = ctx.interfaces
+
+    def close_ports(self) -> None:
+        for port in self.ports:  # fast port first: the kernel sees its traffic again
+            port.close()
+        self.ports = []
+
     def run(self) -> int:
         try:
             listener = control.listen()
         except OSError as err:
             log.error("another pyvs director already runs in this namespace (%s)", err)
             return 1
-        self._clear_stale_fast_paths()
-        self.plumbing.install()
-        port = NfQueuePort(self.queue)
         sender = RawSender()
-        if self.io in ("ring", "xdp"):
-            try:
-                self._start_ring(sender, self.fanout_group)
-            except Exception:
-                if self.ring_plumbing is not None:
-                    self.ring_plumbing.remove()
-                if self.ring is not None:
-                    self.ring.close()
-                port.close()
-                sender.close()
-                listener.close()
-                self.plumbing.remove()
-                raise
-        self._sync_plumbing()
+        try:
+            self.open_ports(sender)
+        except BaseException:
+            sender.close()
+            listener.close()
+            raise
+        self._sync_ports()
         self.running = True
 
         def stop(signum, frame):  # noqa: ARG001
@@ -250,46 +156,39 @@ class Daemon:
 
         old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
         sel = selectors.DefaultSelector()
-        sel.register(port, selectors.EVENT_READ, "packets")
-        sel.register(listener, selectors.EVENT_READ, "control")
-        if self.ring is not None:
-            for ring in self.ring.rings:
-                sel.register(ring, selectors.EVENT_READ, ring)
-        log.info("pyvs director running (nfqueue %d%s)", self.queue,
-                 f", rings on {', '.join(self.interfaces)}" if self.ring is not None else "")
+        sel.register(listener, selectors.EVENT_READ, None)
+        for port in self.ports:
+            for reader in port.readers():
+                sel.register(reader, selectors.EVENT_READ, port)
+        log.info("pyvs director running (%s%s)", " + ".join(p.name for p in self.ports),
+                 f" on {', '.join(self.interfaces)}" if self.interfaces else "")
         next_tick = time.monotonic()
         try:
             while self.running:
                 timeout = max(0.0, next_tick - time.monotonic())
                 for key, _ in sel.select(timeout):
+                    port = key.data
                     try:
-                        if key.data == "packets":
-                            self._serve_packets(port, sender)
-                        elif key.data == "control":
+                        if port is None:
                             self._serve_control(listener)
                         else:
-                            self.ring.serve(key.data)
+                            port.serve(key.fileobj)
                     except Exception:  # the engine keeps serving whatever one batch did
-                        log.exception("error while serving %s", key.data)
+                        log.exception("error while serving %s", port.name if port else "control")
                         self.director.drops["engine-error"] += 1
                 if time.monotonic() >= next_tick:
                     self.director.tick()
                     sender.flush(self.director)  # what the tick queued (DR neighbours)
-                    if self.ring is not None:
-                        self.ring.tick()
+                    for port in self.ports:
+                        port.tick()
                     keep_long_lived_out_of_gc()
                     next_tick = time.monotonic() + TICK
         finally:
             for s, handler in old.items():
                 signal.signal(s, handler)
             sel.close()
-            if self.ring_plumbing is not None:
-                self.ring_plumbing.remove()  # the kernel sees the traffic again first
-            if self.ring is not None:
-                self.ring.close()
-            port.close()
+            self.close_ports()
             sender.close()
             listener.close()
-            self.plumbing.remove()
             log.info("pyvs director stopped; plumbing removed")
         return 0

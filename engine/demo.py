@@ -12,8 +12,8 @@ from __future__ import annotations
 import collections
 import sys
 
-from engine.lab import NatLab
-from engine.runner import DirectorProcess
+from pyvs.engine.lab import NatLab
+from pyvs.engine.runner import DirectorProcess
 
 
 def run_demo(requests: int = 30, real_servers: int = 3, clients: int = 3,

@@ -18,9 +18,9 @@ import logging
 import socket
 from collections import Counter
 
-from engine import tcpstate
-from engine.clock import Clock, MonotonicClock
-from engine.conntable import (
+from pyvs.engine import tcpstate
+from pyvs.engine.clock import Clock, MonotonicClock
+from pyvs.engine.conntable import (
     CONN_F_TEMPLATE,
     CTPL_ASSURED,
     Conn,
@@ -28,7 +28,7 @@ from engine.conntable import (
     set_active,
     unbind_dest,
 )
-from engine.packet import (
+from pyvs.engine.packet import (
     Malformed,
     PacketInfo,
     build_icmp_error,
@@ -39,7 +39,7 @@ from engine.packet import (
     parse_icmp_error,
     parse_quoted,
 )
-from engine.service import (
+from pyvs.engine.service import (
     AF_INET,
     CONN_F_NOOUTPUT,
     CONN_F_ONE_PACKET,
@@ -54,12 +54,12 @@ from engine.service import (
     Stats,
     VirtualService,
 )
-from engine.stats import Estimator
-from engine.sysctl import Sysctl
-from engine.verdict import ACCEPT, DROP, FORWARD
-from forwarders import default_forwarders, nat
-from forwarders.tun import Tunnel
-from schedulers.base import SchedulerEnv
+from pyvs.engine.stats import Estimator
+from pyvs.engine.sysctl import Sysctl
+from pyvs.engine.verdict import ACCEPT, DROP, FORWARD
+from pyvs.forwarders import default_forwarders, nat
+from pyvs.forwarders.tun import Tunnel
+from pyvs.schedulers.base import SchedulerEnv
 
 log = logging.getLogger("pyvs.director")
 

@@ -38,12 +38,11 @@ from itertools import repeat
 from operator import and_, attrgetter, lshift, or_
 
 import numpy as np
-
-from engine import tcpstate
-from engine.conntable import CTPL_ASSURED
-from engine.packet import Malformed
-from engine.service import CONN_F_NOOUTPUT, DEST_F_AVAILABLE, FWD_MASK, FWD_MASQ
-from engine.verdict import ACCEPT, DROP, FORWARD
+from pyvs.engine import tcpstate
+from pyvs.engine.conntable import CTPL_ASSURED
+from pyvs.engine.packet import Malformed
+from pyvs.engine.service import CONN_F_NOOUTPUT, DEST_F_AVAILABLE, FWD_MASK, FWD_MASQ
+from pyvs.engine.verdict import ACCEPT, DROP, FORWARD
 
 ETH = 14
 HDR = ETH + 20 + 20  # Ethernet + IPv4 without options + TCP without options

@@ -43,7 +43,7 @@ import os
 import re
 import socket
 
-from engine.service import (
+from pyvs.engine.service import (
     FWD_DROUTE,
     FWD_LOCALNODE,
     FWD_MASQ,

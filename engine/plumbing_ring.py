@@ -22,7 +22,7 @@ import shutil
 import subprocess
 from collections.abc import Iterable
 
-from engine.service import FWD_MASQ, format_addr
+from pyvs.engine.service import FWD_MASQ, format_addr
 
 log = logging.getLogger("pyvs.plumbing")
 
@@ -103,10 +103,12 @@ class RingPlumbing:
             raise RingPlumbingError(f"nft -f: {proc.stderr.strip()}\n{text}")
         self._applied = text
 
-    def remove(self) -> None:
-        subprocess.run([_nft(), "delete", "table", "netdev", TABLE], capture_output=True,
-                       timeout=10)
+    def remove(self) -> list[str]:
+        """Delete the table; returns what was removed (nothing if there was no table)."""
+        proc = subprocess.run([_nft(), "delete", "table", "netdev", TABLE],
+                              capture_output=True, timeout=10)
         self._applied = None
+        return [f"nftables table netdev {TABLE}"] if proc.returncode == 0 else []
 
     def listing(self) -> str:
         return subprocess.run([_nft(), "list", "table", "netdev", TABLE], capture_output=True,

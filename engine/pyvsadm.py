@@ -11,7 +11,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engine.control import client_request
+    from pyvs.engine.control import client_request
 
     args = list(sys.argv[1:] if argv is None else argv)
     stdin = ""

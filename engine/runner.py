@@ -36,9 +36,9 @@ class DirectorProcess:
 
     def start(self, timeout: float = 10.0) -> DirectorProcess:
         log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env = dict(os.environ)
         self.proc = subprocess.Popen(
-            self._netns([sys.executable, "-m", "engine.cli", "run", "--log-level",
+            self._netns([sys.executable, "-m", "pyvs.engine.cli", "run", "--log-level",
                          self.log_level, *self.args]),
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         log.close()
@@ -61,8 +61,8 @@ class DirectorProcess:
     def adm(self, *args: str, stdin: str | None = None, check: bool = True,
             timeout: float = 10.0) -> subprocess.CompletedProcess:
         """Run `pyvsadm ARGS` in the director's namespace."""
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        proc = subprocess.run(self._netns([sys.executable, "-m", "engine.pyvsadm", *args]),
+        env = dict(os.environ)
+        proc = subprocess.run(self._netns([sys.executable, "-m", "pyvs.engine.pyvsadm", *args]),
                               input=stdin, capture_output=True, text=True, env=env,
                               timeout=timeout)
         if check and proc.returncode != 0:
@@ -70,8 +70,8 @@ class DirectorProcess:
         return proc
 
     def sysctl(self, *settings: str) -> str:
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        proc = subprocess.run(self._netns([sys.executable, "-m", "engine.cli", "sysctl",
+        env = dict(os.environ)
+        proc = subprocess.run(self._netns([sys.executable, "-m", "pyvs.engine.cli", "sysctl",
                                            *settings]),
                               capture_output=True, text=True, env=env, timeout=10)
         if proc.returncode != 0:
@@ -82,8 +82,8 @@ class DirectorProcess:
         """`pyvs status`: connection count, drops by reason, port counters."""
         import json
 
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        proc = subprocess.run(self._netns([sys.executable, "-m", "engine.cli", "status"]),
+        env = dict(os.environ)
+        proc = subprocess.run(self._netns([sys.executable, "-m", "pyvs.engine.cli", "status"]),
                               capture_output=True, text=True, env=env, timeout=10)
         if proc.returncode != 0:
             raise DirectorError(f"pyvs status: {proc.stderr.strip()}")

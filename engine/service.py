@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from schedulers.base import Scheduler, SchedulerEnv
+    from pyvs.schedulers.base import Scheduler, SchedulerEnv
 
 AF_INET = socket.AF_INET
 AF_INET6 = socket.AF_INET6
@@ -276,7 +276,7 @@ class ServiceTable:
 
     # -- services ----------------------------------------------------------------------
     def _bind_scheduler(self, svc: VirtualService, name: str) -> None:
-        from schedulers.registry import create
+        from pyvs.schedulers.registry import create
 
         svc.scheduler = create(name, svc, self.env)  # raises IPVSError(ENOENT)
         svc.sched_name = name

@@ -192,8 +192,8 @@ def _is_listing(argv: list[str]) -> bool:
 
 
 def run_workers(args) -> int:
-    from engine.daemon import Daemon
-    from engine.io.ring import director_interfaces
+    from pyvs.engine.daemon import Daemon
+    from pyvs.engine.io.netdev import director_interfaces
 
     if args.io != "ring":
         log.error("--workers needs --io ring (NFQUEUE has one queue, and an AF_XDP socket "
@@ -264,7 +264,7 @@ def run_workers(args) -> int:
 
     daemon.director.tick = tick_and_publish
     if args.rules:
-        from engine.config import load_rules
+        from pyvs.engine.config import load_rules
 
         load_rules(args.rules, daemon.director)
         worker.configured()
@@ -295,7 +295,7 @@ def run_workers(args) -> int:
 
 
 def _save(director) -> list[str]:
-    from engine import ipvsadm
+    from pyvs.engine import ipvsadm
 
     _rc, out, _err = ipvsadm.run(["-S", "-n"], "", director)
     return [out]
@@ -312,10 +312,11 @@ def _broadcast(children, request: dict) -> None:
 
 def _child(index: int, rfd: int, shared: SharedCounters, interfaces: list[str],
            group: int) -> int:
-    from engine import ipvsadm
-    from engine.daemon import EXPIRE_BUDGET, TICK, RawSender, keep_long_lived_out_of_gc
-    from engine.director import Director
-    from engine.io.ring import RingPort
+    from pyvs.engine import ipvsadm
+    from pyvs.engine.daemon import EXPIRE_BUDGET, TICK, keep_long_lived_out_of_gc
+    from pyvs.engine.director import Director
+    from pyvs.engine.io.raw import RawSender
+    from pyvs.engine.io.ring import RingPort
 
     running = [True]
 
@@ -328,9 +329,9 @@ def _child(index: int, rfd: int, shared: SharedCounters, interfaces: list[str],
     director.conntable.expire_budget = EXPIRE_BUDGET
     worker = Worker(index, shared, director)
     sender = RawSender()
-    port = RingPort(director, interfaces, sender, group)
+    port = RingPort(director, interfaces, sender, group, plumbing=False)  # process 0's
     sel = selectors.DefaultSelector()
-    for ring in port.rings:
+    for ring in port.readers():
         sel.register(ring, selectors.EVENT_READ, ring)
     os.set_blocking(rfd, False)
     sel.register(rfd, selectors.EVENT_READ, "config")
@@ -365,7 +366,7 @@ def _child(index: int, rfd: int, shared: SharedCounters, interfaces: list[str],
                                     except Exception:  # noqa: BLE001 - process 0 reported it
                                         pass
                         worker.configured()
-                        port.update_services(director.services.services.values())
+                        port.update(list(director.services.services.values()))
                 else:
                     try:
                         port.serve(key.data)

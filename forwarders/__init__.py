@@ -15,9 +15,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from engine.conntable import Conn
-    from engine.director import Director
-    from engine.packet import PacketInfo
+    from pyvs.engine.conntable import Conn
+    from pyvs.engine.director import Director
+    from pyvs.engine.packet import PacketInfo
 
 
 class Forwarder:
@@ -35,11 +35,11 @@ class Forwarder:
 
 def default_forwarders() -> dict[int, Forwarder]:
     """Forwarding method number (FWD_*) -> forwarder."""
-    from engine.neigh import KernelRoutes
-    from engine.service import FWD_DROUTE, FWD_LOCALNODE, FWD_MASQ, FWD_TUNNEL
-    from forwarders.dr import DirectRoute
-    from forwarders.nat import Masquerade
-    from forwarders.tun import Tunnel
+    from pyvs.engine.neigh import KernelRoutes
+    from pyvs.engine.service import FWD_DROUTE, FWD_LOCALNODE, FWD_MASQ, FWD_TUNNEL
+    from pyvs.forwarders.dr import DirectRoute
+    from pyvs.forwarders.nat import Masquerade
+    from pyvs.forwarders.tun import Tunnel
 
     masq = Masquerade()
     routes = KernelRoutes()  # shared route/neighbour cache; opens netlink on first use

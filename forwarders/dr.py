@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import struct
 
-from engine.neigh import RESOLVE_TIMEOUT, KernelRoutes, Pending, Route
-from engine.packet import PacketInfo, dec_ttl
-from engine.verdict import ACCEPT, DROP
-from forwarders.tun import _RoutedForwarder, fragment_v4
+from pyvs.engine.neigh import RESOLVE_TIMEOUT, KernelRoutes, Pending, Route
+from pyvs.engine.packet import PacketInfo, dec_ttl
+from pyvs.engine.verdict import ACCEPT, DROP
+from pyvs.forwarders.tun import _RoutedForwarder, fragment_v4
 
 ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
 _ETYPE = {4: struct.pack("!H", ETH_P_IP), 6: struct.pack("!H", ETH_P_IPV6)}

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import struct
 
-from engine.packet import (
+from pyvs.engine.packet import (
     IPPROTO_ICMP,
     IPPROTO_SCTP,
     IPPROTO_TCP,
@@ -39,8 +39,8 @@ from engine.packet import (
     set_ipv4_header_csum,
     set_l4_checksum,
 )
-from engine.verdict import FORWARD
-from forwarders import Forwarder
+from pyvs.engine.verdict import FORWARD
+from pyvs.forwarders import Forwarder
 
 __all__ = ["dnat", "snat", "dnat_icmp", "snat_icmp"]
 

@@ -30,8 +30,8 @@ import random
 import struct
 import zlib
 
-from engine.neigh import KernelRoutes
-from engine.packet import (
+from pyvs.engine.neigh import KernelRoutes
+from pyvs.engine.packet import (
     IPPROTO_UDP,
     PacketInfo,
     build_icmp_frag_needed,
@@ -42,9 +42,9 @@ from engine.packet import (
     pseudo_header_sum,
     set_ipv4_header_csum,
 )
-from engine.service import TUN_TYPE_GRE, TUN_TYPE_GUE, TUN_TYPE_IPIP
-from engine.verdict import ACCEPT, DROP
-from forwarders import Forwarder
+from pyvs.engine.service import TUN_TYPE_GRE, TUN_TYPE_GUE, TUN_TYPE_IPIP
+from pyvs.engine.verdict import ACCEPT, DROP
+from pyvs.forwarders import Forwarder
 
 IPPROTO_IPIP = 4
 IPPROTO_IPV6 = 41

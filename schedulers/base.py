@@ -20,11 +20,11 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
-from engine.clock import Clock, MonotonicClock
-from engine.sysctl import Sysctl
+from pyvs.engine.clock import Clock, MonotonicClock
+from pyvs.engine.sysctl import Sysctl
 
 if TYPE_CHECKING:
-    from engine.service import Destination, Flow, VirtualService
+    from pyvs.engine.service import Destination, Flow, VirtualService
 
 
 @dataclass

@@ -10,16 +10,16 @@ AVAILABLE, has weight > 0 and is not OVERLOAD; there is no fallback.
 
 from __future__ import annotations
 
-from engine.service import (
+from pyvs.engine.service import (
     DEST_F_AVAILABLE,
     DEST_F_OVERLOAD,
     Destination,
     Flow,
     VirtualService,
 )
-from schedulers.base import Scheduler
-from schedulers.hashing import fold, hash_32
-from schedulers.registry import register
+from pyvs.schedulers.base import Scheduler
+from pyvs.schedulers.hashing import fold, hash_32
+from pyvs.schedulers.registry import register
 
 DH_TAB_BITS = 8
 DH_TAB_SIZE = 1 << DH_TAB_BITS

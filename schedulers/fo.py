@@ -6,9 +6,9 @@ so the first in list order wins ties.  No balancing at all.
 
 from __future__ import annotations
 
-from engine.service import DEST_F_OVERLOAD, Destination, Flow, VirtualService
-from schedulers.base import Scheduler
-from schedulers.registry import register
+from pyvs.engine.service import DEST_F_OVERLOAD, Destination, Flow, VirtualService
+from pyvs.schedulers.base import Scheduler
+from pyvs.schedulers.registry import register
 
 
 @register

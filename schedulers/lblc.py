@@ -18,11 +18,11 @@ min((entries - 16384) * 4/3, 8192) are gone.
 
 from __future__ import annotations
 
-from engine.service import Destination, Flow, VirtualService
-from schedulers.base import Scheduler
-from schedulers.hashing import fold, hash_32
-from schedulers.registry import register
-from schedulers.wlc import weighted_least
+from pyvs.engine.service import Destination, Flow, VirtualService
+from pyvs.schedulers.base import Scheduler
+from pyvs.schedulers.hashing import fold, hash_32
+from pyvs.schedulers.registry import register
+from pyvs.schedulers.wlc import weighted_least
 
 TAB_BITS = 10
 TAB_SIZE = 1 << TAB_BITS

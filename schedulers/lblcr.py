@@ -17,11 +17,11 @@ Expiry as lblc (expire(now), sysctl lblcr_expiration).
 
 from __future__ import annotations
 
-from engine.service import DEST_F_AVAILABLE, DEST_F_OVERLOAD, Destination, Flow, VirtualService
-from schedulers.base import Scheduler
-from schedulers.lblc import LocalityTable, lblc_overloaded
-from schedulers.registry import register
-from schedulers.wlc import weighted_least
+from pyvs.engine.service import DEST_F_AVAILABLE, DEST_F_OVERLOAD, Destination, Flow, VirtualService
+from pyvs.schedulers.base import Scheduler
+from pyvs.schedulers.lblc import LocalityTable, lblc_overloaded
+from pyvs.schedulers.registry import register
+from pyvs.schedulers.wlc import weighted_least
 
 
 class DestSet:

@@ -29,7 +29,7 @@ import errno
 from functools import lru_cache
 from math import gcd
 
-from engine.service import (
+from pyvs.engine.service import (
     DEST_F_OVERLOAD,
     SVC_F_SCHED_MH_FALLBACK,
     SVC_F_SCHED_MH_PORT,
@@ -38,9 +38,9 @@ from engine.service import (
     IPVSError,
     VirtualService,
 )
-from schedulers.base import Scheduler
-from schedulers.hashing import flow_hash_key, fold, hsiphash_u32
-from schedulers.registry import register
+from pyvs.schedulers.base import Scheduler
+from pyvs.schedulers.hashing import flow_hash_key, fold, hsiphash_u32
+from pyvs.schedulers.registry import register
 
 PRIMES = (251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071)
 MH_TAB_INDEX_CONFIG = 12

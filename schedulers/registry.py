@@ -14,10 +14,10 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from schedulers.base import Scheduler, SchedulerEnv
+from pyvs.schedulers.base import Scheduler, SchedulerEnv
 
 if TYPE_CHECKING:
-    from engine.service import VirtualService
+    from pyvs.engine.service import VirtualService
 
 BUILTIN = ("rr", "wrr", "lc", "wlc", "sed", "nq", "dh", "sh", "lblc", "lblcr", "mh", "fo",
            "ovf", "twos")
@@ -37,7 +37,7 @@ def _load_builtin(name: str) -> type[Scheduler] | None:
     if name not in BUILTIN:
         return None
     try:
-        importlib.import_module(f"schedulers.{name}")
+        importlib.import_module(f"pyvs.schedulers.{name}")
     except ModuleNotFoundError:
         return None
     return _registry.get(name)
@@ -85,7 +85,7 @@ def lookup(name: str) -> type[Scheduler] | None:
 
 def create(name: str, svc: VirtualService, env: SchedulerEnv) -> Scheduler:
     """Bind a new scheduler instance to svc, or raise ENOENT as the kernel does."""
-    from engine.service import IPVSError
+    from pyvs.engine.service import IPVSError
 
     cls = lookup(name)
     if cls is None:

@@ -17,9 +17,9 @@ decision with an index hint that add/del keep current.
 
 from __future__ import annotations
 
-from engine.service import DEST_F_OVERLOAD, Destination, Flow, VirtualService
-from schedulers.base import Scheduler
-from schedulers.registry import register
+from pyvs.engine.service import DEST_F_OVERLOAD, Destination, Flow, VirtualService
+from pyvs.schedulers.base import Scheduler
+from pyvs.schedulers.registry import register
 
 
 @register

@@ -16,7 +16,7 @@ rotated offset), failing at the first empty one, returning the first usable.
 
 from __future__ import annotations
 
-from engine.service import (
+from pyvs.engine.service import (
     DEST_F_OVERLOAD,
     SVC_F_SCHED_SH_FALLBACK,
     SVC_F_SCHED_SH_PORT,
@@ -24,9 +24,9 @@ from engine.service import (
     Flow,
     VirtualService,
 )
-from schedulers.base import Scheduler
-from schedulers.hashing import flow_hash_key, fold, hash_32
-from schedulers.registry import register
+from pyvs.schedulers.base import Scheduler
+from pyvs.schedulers.hashing import flow_hash_key, fold, hash_32
+from pyvs.schedulers.registry import register
 
 SH_TAB_BITS = 8
 SH_TAB_SIZE = 1 << SH_TAB_BITS

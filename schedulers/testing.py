@@ -10,8 +10,8 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 
-from engine.clock import VirtualClock
-from engine.service import (
+from pyvs.engine.clock import VirtualClock
+from pyvs.engine.service import (
     AF_INET,
     AF_INET6,
     IPPROTO_TCP,
@@ -23,7 +23,7 @@ from engine.service import (
     format_addr,
     pack_addr,
 )
-from schedulers.base import SchedulerEnv
+from pyvs.schedulers.base import SchedulerEnv
 
 VIP = "192.0.2.1"
 

@@ -12,9 +12,9 @@ weighted_least() is shared with lblc/lblcr, whose fallback
 
 from __future__ import annotations
 
-from engine.service import DEST_F_OVERLOAD, Destination, Flow, VirtualService
-from schedulers.base import Scheduler
-from schedulers.registry import register
+from pyvs.engine.service import DEST_F_OVERLOAD, Destination, Flow, VirtualService
+from pyvs.schedulers.base import Scheduler
+from pyvs.schedulers.registry import register
 
 
 def weighted_least(dests: list[Destination]) -> Destination | None:

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from math import gcd
 
-from engine.service import DEST_F_OVERLOAD, Destination, Flow, VirtualService
-from schedulers.base import Scheduler
-from schedulers.registry import register
+from pyvs.engine.service import DEST_F_OVERLOAD, Destination, Flow, VirtualService
+from pyvs.schedulers.base import Scheduler
+from pyvs.schedulers.registry import register
 
 
 def gcd_weight(dests: list[Destination]) -> int:

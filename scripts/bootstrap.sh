@@ -32,6 +32,6 @@ fi
 case "${1:-demo}" in
   demo) shift || true; exec .venv/bin/pyvs demo "$@" ;;
   test) shift || true; exec .venv/bin/python -m pytest -q "$@" ;;
-  bench) shift || true; exec .venv/bin/python -m bench "$@" ;;
+  bench) shift || true; exec .venv/bin/python -m pyvs.bench "$@" ;;
   *) echo "usage: $0 demo|test|bench [args]" >&2; exit 2 ;;
 esac

@@ -42,7 +42,7 @@ def lab_env():
     """Session guard for lab tests: skip without root, reap stale labs once."""
     if LAB_SKIP:
         pytest.skip(LAB_SKIP)
-    from engine.lab import cleanup_stale
+    from pyvs.engine.lab import cleanup_stale
 
     cleanup_stale()
     yield
@@ -50,7 +50,7 @@ def lab_env():
 
 @pytest.fixture
 def nat_lab_factory(lab_env):
-    from engine.lab import NatLab
+    from pyvs.engine.lab import NatLab
 
     labs: list = []
 
@@ -77,7 +77,7 @@ def nat_lab_factory(lab_env):
 @pytest.fixture(scope="module")
 def nat_lab_3x3(lab_env):
     """One NatLab per test module: 3 real servers, 3 clients, servers started."""
-    from engine.lab import NatLab
+    from pyvs.engine.lab import NatLab
 
     lab = NatLab(real_servers=3, clients=3, start_servers=True)
     try:

@@ -17,8 +17,8 @@ def add_service(director, lab, *opts, weights=(1, 1, 1), proto="-t", vip=None, p
 def answers_every_probe(bench, gen_path: str, tries: int = 3) -> dict:
     """UDP ping-pong through the director of a BenchLab until a round of 100 probes is
     answered in full (or ``tries`` rounds, about a second each); the last round."""
-    from bench import traffic
-    from engine.lab.benchtopo import ECHO_PORT
+    from pyvs.bench import traffic
+    from pyvs.engine.lab.benchtopo import ECHO_PORT
 
     for _ in range(tries):
         probe = traffic.pingpong(bench, gen_path, bench.VIP, ECHO_PORT, count=100,

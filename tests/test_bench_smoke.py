@@ -10,8 +10,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
-from bench import traffic
+from pyvs.bench import traffic
 
 
 def synthetic(capacity: float):
@@ -49,7 +48,7 @@ def test_median_search_picks_the_middle_run():
 
 
 def test_conntable_memory_counts_every_entry():
-    from bench import conn_memory
+    from pyvs.bench import conn_memory
 
     res = conn_memory.measure(2000)
     assert res["entries"] == 2000
@@ -57,7 +56,7 @@ def test_conntable_memory_counts_every_entry():
 
 
 def test_report_lands_between_the_markers(tmp_path):
-    from bench.__main__ import MARK_END, MARK_START, markdown, write_readme
+    from pyvs.bench.__main__ import MARK_END, MARK_START, markdown, write_readme
 
     res = {"meta": {"started": "now", "mode": "quick", "commit": "x", "cpus": 2,
                     "kernel": "k", "duration_s": 1},
@@ -79,8 +78,8 @@ def test_report_lands_between_the_markers(tmp_path):
 @pytest.mark.lab
 @pytest.mark.skipif(shutil.which("nft") is None, reason="needs nftables (nft)")
 def test_generator_through_kernel_forwarding(lab_env):
-    from bench import tools
-    from engine.lab.benchtopo import ECHO_PORT, FLOOD_PORT, BenchLab
+    from pyvs.bench import tools
+    from pyvs.engine.lab.benchtopo import ECHO_PORT, FLOOD_PORT, BenchLab
 
     built = tools.build_all()
     with BenchLab(tools=built) as lab:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
-from engine.clock import VirtualClock
-from engine.config import RulesError, load_rules
-from engine.director import Director
-from engine.ipvsadm import run
+from pyvs.engine.clock import VirtualClock
+from pyvs.engine.config import RulesError, load_rules
+from pyvs.engine.director import Director
+from pyvs.engine.ipvsadm import run
 
 
 def test_rules_file_round_trips_through_save(tmp_path):

@@ -7,13 +7,11 @@ import subprocess
 import sys
 
 import pytest
-
-from engine.clock import VirtualClock
-from engine.director import Director
-from engine.runner import ROOT
-from engine.service import AF_INET, FWD_MASQ, DestSpec, ServiceSpec, Stats, pack_addr
-from engine.stats import Estimator
-from engine.sysctl import Sysctl, SysctlError
+from pyvs.engine.clock import VirtualClock
+from pyvs.engine.director import Director
+from pyvs.engine.service import AF_INET, FWD_MASQ, DestSpec, ServiceSpec, Stats, pack_addr
+from pyvs.engine.stats import Estimator
+from pyvs.engine.sysctl import Sysctl, SysctlError
 
 
 def test_rate_estimator_follows_the_kernels_ewma():
@@ -102,8 +100,8 @@ def test_set_timeouts_zero_keeps_a_value():
 @pytest.mark.lab
 def test_pyvs_lab_up_prints_json_and_lab_down_removes_it(lab_env):
     name = "pyvs-cli-lab"
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    cli = [sys.executable, "-m", "engine.cli", "lab"]
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    cli = [sys.executable, "-m", "pyvs.engine.cli", "lab"]
     try:
         up = subprocess.run([*cli, "up", "--mode", "nat", "--real-servers", "2", "--clients",
                              "2", "--name", name], capture_output=True, text=True, env=env,
@@ -127,10 +125,10 @@ def test_the_daemon_tick_keeps_the_connection_table_out_of_gc_scans():
     are still freed by reference counting when they expire)."""
     import gc
 
-    from engine.conntable import Conn
-    from engine.daemon import keep_long_lived_out_of_gc
-    from tests.test_fastpath import make_director
-    from tests.test_port_small_batch import _l4_packet
+    from pyvs.engine.conntable import Conn
+    from pyvs.engine.daemon import keep_long_lived_out_of_gc
+    from test_fastpath import make_director
+    from test_port_small_batch import _l4_packet
 
     d = make_director()
     before = gc.get_freeze_count()

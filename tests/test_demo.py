@@ -6,8 +6,7 @@ from __future__ import annotations
 import io
 
 import pytest
-
-from engine.demo import run_demo
+from pyvs.engine.demo import run_demo
 
 pytestmark = pytest.mark.lab
 

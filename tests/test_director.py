@@ -9,12 +9,9 @@ from __future__ import annotations
 import socket
 
 import pytest
-from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror
-from scapy.packet import Raw
-
-from engine.clock import VirtualClock
-from engine.director import Director
-from engine.service import (
+from pyvs.engine.clock import VirtualClock
+from pyvs.engine.director import Director
+from pyvs.engine.service import (
     AF_INET,
     FWD_MASQ,
     SVC_F_ONEPACKET,
@@ -23,7 +20,9 @@ from engine.service import (
     ServiceSpec,
     pack_addr,
 )
-from engine.verdict import ACCEPT, DROP, FORWARD
+from pyvs.engine.verdict import ACCEPT, DROP, FORWARD
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror
+from scapy.packet import Raw
 
 VIP = "198.18.1.1"
 RS = ["198.18.2.10", "198.18.2.11", "198.18.2.12"]
@@ -296,9 +295,9 @@ def test_expire_nodest_conn_sweeps_a_deleted_destinations_entries():
 
 
 def test_nat_icmp_send_answers_unmatched_replies_from_real_servers(monkeypatch):
-    import engine.director
+    import pyvs.engine.director
 
-    monkeypatch.setattr(engine.director, "route_source", lambda dst: pack_addr("198.18.2.1"))
+    monkeypatch.setattr(pyvs.engine.director, "route_source", lambda dst: pack_addr("198.18.2.1"))
     d, _, _ = make("rr", weights=(1,))
     stray = tcp(src=RS[0], sport=80, dst="198.18.0.10", dport=41000, flags="A")
     assert send(d, bytearray(stray))[0] == ACCEPT

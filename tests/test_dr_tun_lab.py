@@ -13,9 +13,8 @@ from __future__ import annotations
 import time
 
 import pytest
-
-from engine.lab import DrLab, TunLab, servers
-from engine.runner import DirectorProcess
+from pyvs.engine.lab import DrLab, TunLab, servers
+from pyvs.engine.runner import DirectorProcess
 
 pytestmark = pytest.mark.lab
 

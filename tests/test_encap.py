@@ -16,17 +16,12 @@ import struct
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scapy.layers.inet import ICMP, IP, TCP, UDP, defragment
-from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6
-from scapy.layers.l2 import Ether
-from scapy.packet import Raw
-
-from engine.clock import VirtualClock
-from engine.director import Director
-from engine.neigh import Route
-from engine.packet import parse
-from engine.realserver import decapsulate
-from engine.service import (
+from pyvs.engine.clock import VirtualClock
+from pyvs.engine.director import Director
+from pyvs.engine.neigh import Route
+from pyvs.engine.packet import parse
+from pyvs.engine.realserver import decapsulate
+from pyvs.engine.service import (
     AF_INET,
     AF_INET6,
     FWD_DROUTE,
@@ -36,9 +31,13 @@ from engine.service import (
     ServiceSpec,
     pack_addr,
 )
-from engine.verdict import ACCEPT, DROP
-from forwarders.dr import dr_rewrite, ethernet_frame
-from forwarders.tun import ecn_encapsulate, encapsulate, fragment_v4
+from pyvs.engine.verdict import ACCEPT, DROP
+from pyvs.forwarders.dr import dr_rewrite, ethernet_frame
+from pyvs.forwarders.tun import ecn_encapsulate, encapsulate, fragment_v4
+from scapy.layers.inet import ICMP, IP, TCP, UDP, defragment
+from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6
+from scapy.layers.l2 import Ether
+from scapy.packet import Raw
 
 addr4 = st.builds(lambda n: struct.pack("!I", 0xC6120000 | n), st.integers(0, 0x1FFFF))
 addr6 = st.builds(lambda n: pack_addr("2001:db8::")[:8] + n.to_bytes(8, "big"),

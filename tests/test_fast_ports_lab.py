@@ -14,10 +14,9 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-
-from engine.lab import NatLab, servers
-from engine.runner import DirectorProcess
-from tests.labhelp import add_service
+from labhelp import add_service
+from pyvs.engine.lab import NatLab, servers
+from pyvs.engine.runner import DirectorProcess
 
 pytestmark = pytest.mark.lab
 
@@ -58,13 +57,13 @@ def director(port_proc):
 
 def test_rr_thirty_requests_land_ten_each_in_kernel_order(lab, director):
     add_service(director, lab, "-s", "rr")
-    before = director.status()["ring"]
+    before = director.status()["ports"][director.args[1]]
     answers = [lab.curl(lab.url(VIP)).strip() for _ in range(30)]
     assert answers[:3] == ["rs3", "rs2", "rs1"]
     assert {n: answers.count(n) for n in ("rs1", "rs2", "rs3")} == {
         "rs1": 10, "rs2": 10, "rs3": 10}
-    after = director.status()["ring"]
-    assert after["ring-forward"] - before["ring-forward"] >= 30 * 4  # the port carried it
+    after = director.status()["ports"][director.args[1]]
+    assert after["forward"] - before["forward"] >= 30 * 4  # the port carried it
     # small batches go one frame at a time through the per-packet director
     assert after["fast"] + after["slow"] - before["fast"] - before["slow"] >= 30 * 4
     assert fast_plumbing(director.ns, director.args[1])  # args: ("--io", port)
@@ -98,7 +97,7 @@ def test_fifty_megabytes_arrive_intact_both_ways(lab, director):
     assert n == size and digest == servers.pattern_sha256(size)
     sent, received = lab.post_pattern(lab.url(VIP, "/sha256"), size, timeout=120)
     assert received == sent
-    assert director.status()["ring"]["ring-truncated"] == 0
+    assert director.status()["ports"][director.args[1]]["truncated"] == 0
 
 
 def test_ipv6_nat_balances_and_carries_a_megabyte_intact(lab, director):

@@ -14,13 +14,12 @@ import struct
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from engine import ipvsadm
-from engine.clock import VirtualClock
-from engine.director import Director
-from engine.fastpath import FastPath
-from engine.packet import parse, set_ipv4_header_csum, set_l4_checksum
-from engine.verdict import FORWARD
+from pyvs.engine import ipvsadm
+from pyvs.engine.clock import VirtualClock
+from pyvs.engine.director import Director
+from pyvs.engine.fastpath import FastPath
+from pyvs.engine.packet import parse, set_ipv4_header_csum, set_l4_checksum
+from pyvs.engine.verdict import FORWARD
 
 VIP = "198.18.1.1"
 CLIENTS = [bytes((198, 18, 0, 10 + i)) for i in range(3)]

@@ -11,12 +11,11 @@ import socket
 from types import SimpleNamespace
 
 import pytest
-
-from engine.clock import VirtualClock
-from engine.ipvsadm import run
-from engine.service import ServiceTable
-from schedulers.base import Scheduler, SchedulerEnv
-from schedulers.registry import lookup, register
+from pyvs.engine.clock import VirtualClock
+from pyvs.engine.ipvsadm import run
+from pyvs.engine.service import ServiceTable
+from pyvs.schedulers.base import Scheduler, SchedulerEnv
+from pyvs.schedulers.registry import lookup, register
 
 for _name in ("wlc", "wrr"):
     if lookup(_name) is None:  # keep these tests independent of other schedulers

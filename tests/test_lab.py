@@ -9,11 +9,10 @@ import subprocess
 import time
 
 import pytest
-
-from engine.lab import LabError, NatLab, cleanup_stale, down_by_name, lab_down, lab_up
-from engine.lab import netns as nx
-from engine.lab.servers import pattern_sha256
-from engine.lab.topology import STATE_DIR
+from pyvs.engine.lab import LabError, NatLab, cleanup_stale, down_by_name, lab_down, lab_up
+from pyvs.engine.lab import netns as nx
+from pyvs.engine.lab.servers import pattern_sha256
+from pyvs.engine.lab.topology import STATE_DIR
 
 pytestmark = pytest.mark.lab
 

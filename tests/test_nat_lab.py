@@ -11,10 +11,9 @@ import subprocess
 import sys
 
 import pytest
-
-from engine.lab import NatLab, servers
-from engine.runner import ROOT, DirectorProcess
-from tests.labhelp import add_service
+from labhelp import add_service
+from pyvs.engine.lab import NatLab, servers
+from pyvs.engine.runner import DirectorProcess
 
 pytestmark = pytest.mark.lab
 
@@ -167,9 +166,9 @@ def test_failed_pyvsadm_command_changes_nothing(lab, director):
 
 
 def test_pyvsadm_without_a_director_fails_clearly(lab):
-    result = lab.run("client", [sys.executable, "-m", "engine.pyvsadm", "-L", "-n"],
+    result = lab.run("client", [sys.executable, "-m", "pyvs.engine.pyvsadm", "-L", "-n"],
                      capture_output=True, text=True, timeout=10,
-                     env={"PYTHONPATH": str(ROOT)})
+                     env={})
     assert result.returncode == 1 and "pyvs run" in result.stderr
 
 

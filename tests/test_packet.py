@@ -6,6 +6,8 @@ import struct
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pyvs.engine import packet as P
+from pyvs.engine.packet import Malformed, parse
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, IPOption_NOP
 from scapy.layers.inet6 import (
     ICMPv6DestUnreach,
@@ -21,9 +23,6 @@ from scapy.layers.inet6 import (
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from scapy.utils import checksum as scapy_checksum
-
-from engine import packet as P
-from engine.packet import Malformed, parse
 
 HSET = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

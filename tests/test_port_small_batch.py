@@ -1,8 +1,9 @@
 """The ring/XDP port's two ways through a batch make the same decisions.
 
-RingPort._batch takes up to SMALL_BATCH frames one at a time (_small: classify,
-TTL, checksum completion, the per-packet director, next hop) and larger batches
-column-wise with numpy.  For random batches of frames -- requests to the VIP and
+The fast ports' batch pipeline (engine/io/batch.py) takes up to SMALL_BATCH frames
+one at a time (run_small: classify, TTL, checksum completion, the per-packet
+director, next hop) and larger batches column-wise with numpy.  For random batches
+of frames -- requests to the VIP and
 replies from real servers, TTL 1 replies, bad IPv4 header checksums, truncated
 captures, CHECKSUM_PARTIAL frames, unresolved next hops, traffic that is not
 pyvs's -- both ways must send the same frames (bytes and egress), hand the same
@@ -16,12 +17,12 @@ import struct
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from engine.fastpath import FastPath
-from engine.io import ring
-from engine.io.ring import TP_STATUS_CSUMNOTREADY, Match, MmsgSender, RingPort
-from engine.packet import parse, set_ipv4_header_csum, set_l4_checksum
-from tests.test_fastpath import CLIENTS, RS, VIPB, ip_packet, make_director, snapshot
+from pyvs.engine.io import batch
+from pyvs.engine.io.batch import BatchPipeline
+from pyvs.engine.io.mmsg import MmsgSender
+from pyvs.engine.io.rxring import TP_STATUS_CSUMNOTREADY
+from pyvs.engine.packet import parse, set_ipv4_header_csum, set_l4_checksum
+from test_fastpath import CLIENTS, RS, VIPB, ip_packet, make_director, snapshot
 
 ETH = bytes(6) + bytes(6) + b"\x08\x00"
 UNRESOLVED = RS[2]  # no neighbour entry: the frame goes to the kernel
@@ -48,18 +49,20 @@ class Raw:
         director.l2_outbox.clear()
 
 
-def make_port() -> RingPort:
+def make_port() -> BatchPipeline:
+    """The pipeline of a fast port without sockets: next hops, the raw socket and the
+    transmit function are passed in, and what is sent is recorded."""
     d = make_director()
-    p = RingPort.__new__(RingPort)  # no sockets: the pipeline only
-    p.director, p.fast, p.raw, p.rings = d, FastPath(d), Raw(), []
-    p.tx, p.hops, p.match = MmsgSender(), Hops(), Match()
-    p.counters = dict.fromkeys(("ring-frames", "ring-mine", "ring-forward", "ring-to-kernel",
-                                "ring-truncated", "ring-bad-ip-checksum"), 0)
-    p.update_services(d.services.services.values())
-    p.out = []
-    p._send = lambda base, offs, lens, names: p.out.extend(
-        (bytes(p._buf[o:o + n]), p.tx.ifindex_of[int(a)])
-        for o, n, a in zip(offs.tolist(), lens.tolist(), names.tolist(), strict=True))
+    out: list = []
+    tx = MmsgSender()
+
+    def send(base, offs, lens, names) -> None:
+        out.extend((bytes(p._buf[o:o + n]), tx.ifindex_of[int(a)])
+                   for o, n, a in zip(offs.tolist(), lens.tolist(), names.tolist(), strict=True))
+
+    p = BatchPipeline(d, Raw(), send=send, hops=Hops(), tx=tx)
+    p.out = out
+    p.update(list(d.services.services.values()))
     return p
 
 
@@ -95,7 +98,7 @@ def build(spec) -> tuple[bytes, int, int]:
     return frame, len(frame) - (4 if odd == "cut" else 0), status
 
 
-def run_batch(port: RingPort, frames) -> None:
+def run_batch(port: BatchPipeline, frames) -> None:
     offs, pos = [], 64
     for _ in frames:
         offs.append(pos)
@@ -107,23 +110,19 @@ def run_batch(port: RingPort, frames) -> None:
     snaps = np.array([s for _f, s, _st in frames], dtype=np.int64)
     wire = np.array([len(f) for f, _s, _st in frames], dtype=np.int64)
     status = np.array([st for _f, _s, st in frames], dtype=np.int64)
-    port._batch(buf, 0, np.array(offs, dtype=np.int64), snaps, wire, status)
+    port.run(buf, 0, np.array(offs, dtype=np.int64), snaps, wire, status)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(batches=st.lists(st.lists(frame_spec, min_size=1, max_size=ring.SMALL_BATCH),
+@given(batches=st.lists(st.lists(frame_spec, min_size=1, max_size=batch.SMALL_BATCH),
                         min_size=1, max_size=5))
 def test_one_at_a_time_and_vectorised_batches_agree(batches):
     small, wide = make_port(), make_port()
     for specs in batches:
         frames = [build(s) for s in specs]
         run_batch(small, frames)
-        saved = ring.SMALL_BATCH
-        ring.SMALL_BATCH = 0  # the same frames through the numpy pipeline
-        try:
-            run_batch(wide, frames)
-        finally:
-            ring.SMALL_BATCH = saved
+        wide.small_batch = 0  # the same frames through the numpy pipeline
+        run_batch(wide, frames)
         assert small.out == wide.out
         # to the kernel: the same packets (the numpy path sends the not-IPVS ones first)
         assert sorted(small.raw.sent) == sorted(wide.raw.sent)
@@ -170,7 +169,7 @@ def test_batch_checksum_completion_matches_the_per_packet_arithmetic(frames):
         ref = bytearray(pkt)
         set_l4_checksum(ref, parse(ref))
         want.append(ETH[:12] + frame[12:14] + bytes(ref) + bytes(pad))
-    done = ring.complete_checksums(buf, np.arange(len(frames), dtype=np.int64) * 2048)
+    done = batch.complete_checksums(buf, np.arange(len(frames), dtype=np.int64) * 2048)
     assert done.all()
     for k, w in enumerate(want):
         assert bytes(buf[2048 * k:2048 * k + len(w)]) == w

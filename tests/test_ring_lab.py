@@ -8,10 +8,9 @@ from __future__ import annotations
 import time
 
 import pytest
-
-from engine.lab import NatLab
-from engine.runner import DirectorProcess
-from tests.labhelp import add_service, answers_every_probe
+from labhelp import add_service, answers_every_probe
+from pyvs.engine.lab import NatLab
+from pyvs.engine.runner import DirectorProcess
 
 pytestmark = pytest.mark.lab
 
@@ -37,17 +36,16 @@ def test_two_workers_balance_and_stats_show_totals(nat_lab_factory):
         assert inbytes == 24 * (20 + 8 + len(payload))
         st = d.status()
         assert st["workers"] == 2
-        ring = st["ring"]
-        assert ring["ring-forward"] > 0
+        assert st["ports"]["ring"]["forward"] > 0
 
 
 def test_ring_keeps_serving_after_a_flood_it_cannot_keep_up_with(lab_env):
     """Overload sheds whole blocks; afterwards the ring and the kernel must still agree on
     which blocks are whose (a desynchronised ring stops receiving for good).
     Uses the bench topology (client -> director -> sink) and its raw-frame generator."""
-    from bench import tools, traffic
-    from bench.__main__ import configure_pyvs
-    from engine.lab.benchtopo import FLOOD_PORT, BenchLab
+    from pyvs.bench import tools, traffic
+    from pyvs.bench.__main__ import configure_pyvs
+    from pyvs.engine.lab.benchtopo import FLOOD_PORT, BenchLab
 
     built = tools.build_all()
     with BenchLab(tools=built) as bench:
@@ -59,4 +57,4 @@ def test_ring_keeps_serving_after_a_flood_it_cannot_keep_up_with(lab_env):
                 flood = traffic.flat_out(bench, gen, bench.VIP, FLOOD_PORT, duration=2.0)
                 assert flood["loss"] > 0.2  # it really could not keep up
                 probe = answers_every_probe(bench, gen.path)  # serving again within seconds
-                assert probe["lost"] == 0 and probe["p50_us"] > 0, d.status()["ring"]
+                assert probe["lost"] == 0 and probe["p50_us"] > 0, d.status()["ports"]["ring"]

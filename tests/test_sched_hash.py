@@ -10,8 +10,7 @@ from collections import Counter
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from engine.service import (
+from pyvs.engine.service import (
     DEST_F_OVERLOAD,
     IPPROTO_UDP,
     SVC_F_SCHED_MH_FALLBACK,
@@ -20,9 +19,9 @@ from engine.service import (
     SVC_F_SCHED_SH_PORT,
     pack_addr,
 )
-from schedulers import mh as mhmod
-from schedulers.hashing import fold, hash_32, hsiphash_u32, siphash
-from schedulers.testing import add, build, delete, dest, edit, flow, name_of, run
+from pyvs.schedulers import mh as mhmod
+from pyvs.schedulers.hashing import fold, hash_32, hsiphash_u32, siphash
+from pyvs.schedulers.testing import add, build, delete, dest, edit, flow, name_of, run
 
 A, B, C = "10.0.1.1", "10.0.1.2", "10.0.1.3"
 

@@ -7,10 +7,9 @@ import ipaddress
 import time
 
 import pytest
-
-from engine.lab import NatLab
-from engine.runner import ROOT, DirectorProcess
-from schedulers.hashing import hash_32
+from pyvs.engine.lab import NatLab
+from pyvs.engine.runner import ROOT, DirectorProcess
+from pyvs.schedulers.hashing import hash_32
 
 pytestmark = pytest.mark.lab
 VIP = NatLab.VIP

@@ -8,9 +8,8 @@ ServiceTable one add at a time, so list order is newest first.
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from engine.service import DEST_F_OVERLOAD
-from schedulers.testing import build, dest, edit, name_of, run
+from pyvs.engine.service import DEST_F_OVERLOAD
+from pyvs.schedulers.testing import build, dest, edit, name_of, run
 
 A, B, C = "10.0.0.1", "10.0.0.2", "10.0.0.3"
 
@@ -81,7 +80,7 @@ def test_wlc_overload_first_candidate_skipped():
 def test_wlc_new_dest_wins_ties():
     """List order is newest first: a new idle dest beats an older idle one of equal weight."""
     t, svc = build("wlc", [(A, 1)])
-    from schedulers.testing import add
+    from pyvs.schedulers.testing import add
 
     add(t, svc, B, 1)
     assert pick(svc) == B

@@ -3,9 +3,9 @@
 
 import random
 
-from engine.clock import VirtualClock
-from engine.service import DEST_F_OVERLOAD
-from schedulers.testing import build, delete, dest, edit, flow, make_env, name_of
+from pyvs.engine.clock import VirtualClock
+from pyvs.engine.service import DEST_F_OVERLOAD
+from pyvs.schedulers.testing import build, delete, dest, edit, flow, make_env, name_of
 
 A, B, C = "10.0.0.1", "10.0.0.2", "10.0.0.3"
 

@@ -7,11 +7,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-from engine.clock import VirtualClock
-from engine.service import DEST_F_OVERLOAD, IPVSError
-from schedulers import registry
-from schedulers.testing import build, dest, flow, make_env, name_of
+from pyvs.engine.clock import VirtualClock
+from pyvs.engine.service import DEST_F_OVERLOAD, IPVSError
+from pyvs.schedulers import registry
+from pyvs.schedulers.testing import build, dest, flow, make_env, name_of
 
 ROOT = Path(__file__).resolve().parent.parent
 A, B, C = "10.0.0.1", "10.0.0.2", "10.0.0.3"
@@ -23,7 +22,7 @@ def test_all_builtins_available():
     for name in registry.BUILTIN:
         cls = registry.lookup(name)
         assert cls.name == name
-        assert cls.__module__ == f"schedulers.{name}"
+        assert cls.__module__ == f"pyvs.schedulers.{name}"
         assert "ip_vs_" in (__import__(cls.__module__, fromlist=["x"]).__doc__ or "")
 
 
@@ -51,10 +50,10 @@ def test_pick_k_via_path(monkeypatch):
 
 
 def test_pick_k_via_module_samples_k():
-    cls = registry.lookup("schedulers.examples.pick_k:PickK")
+    cls = registry.lookup("pyvs.schedulers.examples.pick_k:PickK")
     assert cls is not None
     items = [(f"10.0.1.{i}", 1) for i in range(1, 11)]
-    t, svc = build("schedulers.examples.pick_k:PickK", items, env=make_env(seed=9))
+    t, svc = build("pyvs.schedulers.examples.pick_k:PickK", items, env=make_env(seed=9))
     got = Counter(name_of(svc.scheduler.schedule(svc, flow())) for _ in range(2000))
     assert len(got) == 10  # all idle: the first draw wins, uniformly spread
 

@@ -9,10 +9,9 @@ from collections import Counter
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from engine.service import DEST_F_OVERLOAD
-from schedulers.testing import add, build, delete, dest, edit, run
-from schedulers.wrr import WeightedRoundRobin
+from pyvs.engine.service import DEST_F_OVERLOAD
+from pyvs.schedulers.testing import add, build, delete, dest, edit, run
+from pyvs.schedulers.wrr import WeightedRoundRobin
 
 
 def seq(svc, n):

@@ -15,12 +15,10 @@ from functools import cache
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scapy.layers.inet import IP, TCP, UDP
-
-from engine import tcpstate
-from engine.clock import VirtualClock
-from engine.director import Director
-from engine.service import (
+from pyvs.engine import tcpstate
+from pyvs.engine.clock import VirtualClock
+from pyvs.engine.director import Director
+from pyvs.engine.service import (
     AF_INET,
     FWD_DROUTE,
     FWD_MASQ,
@@ -29,6 +27,7 @@ from engine.service import (
     ServiceSpec,
     pack_addr,
 )
+from scapy.layers.inet import IP, TCP, UDP
 
 VIP = "198.18.1.1"
 RS = ["198.18.2.10", "198.18.2.11", "198.18.2.12"]

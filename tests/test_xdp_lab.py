@@ -9,10 +9,9 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-
-from engine.lab import DrLab, NatLab, TunLab, servers
-from engine.runner import DirectorError, DirectorProcess
-from tests.labhelp import add_service, answers_every_probe
+from labhelp import add_service, answers_every_probe
+from pyvs.engine.lab import DrLab, NatLab, TunLab, servers
+from pyvs.engine.runner import DirectorError, DirectorProcess
 
 pytestmark = pytest.mark.lab
 
@@ -33,7 +32,7 @@ def test_direct_routing_and_tunnelling_balance_in_kernel_order(lab_env, cls, met
             answers = [lab.curl(lab.url(), client_addr=clients[n % 3]).strip()
                        for n in range(9)]
             assert answers == ["rs3", "rs2", "rs1"] * 3
-            assert proc.status()["ring"]["ring-mine"] >= 9
+            assert proc.status()["ports"]["xdp"]["mine"] >= 9
     finally:
         lab.down()
 
@@ -42,9 +41,9 @@ def test_overload_is_shed_in_the_kernel_and_service_continues(lab_env):
     """Offered far more than it can forward, the XDP port loses frames at the socket
     (counted by the kernel), keeps forwarding a large share, and answers every probe
     right after.  Bench topology (client -> director -> sink), raw-frame generator."""
-    from bench import tools, traffic
-    from bench.__main__ import configure_pyvs
-    from engine.lab.benchtopo import FLOOD_PORT, BenchLab
+    from pyvs.bench import tools, traffic
+    from pyvs.bench.__main__ import configure_pyvs
+    from pyvs.engine.lab.benchtopo import FLOOD_PORT, BenchLab
 
     built = tools.build_all()
     with BenchLab(tools=built) as bench:
@@ -53,13 +52,13 @@ def test_overload_is_shed_in_the_kernel_and_service_continues(lab_env):
             configure_pyvs(d, bench, "m")
             flood = traffic.flat_out(bench, gen, bench.VIP, FLOOD_PORT, duration=2.0)
             assert flood["loss"] > 0.1  # it really could not keep up
-            st = d.status()["ring"]
+            st = d.status()["ports"]["xdp"]
             lost_in_kernel = sum(s["rx_dropped"] + s["rx_ring_full"]
                                  for s in st["sockets"].values())
             assert lost_in_kernel > 0
-            assert st["ring-forward"] >= flood["received"]  # what arrived, pyvs forwarded
+            assert st["forward"] >= flood["received"]  # what arrived, pyvs forwarded
             probe = answers_every_probe(bench, gen.path)
-            assert probe["lost"] == 0 and probe["p50_us"] > 0, d.status()["ring"]
+            assert probe["lost"] == 0 and probe["p50_us"] > 0, d.status()["ports"]["xdp"]
 
 
 def test_real_servers_behind_a_bridge_keep_their_default_offloads(nat_lab_factory):
@@ -75,7 +74,7 @@ def test_real_servers_behind_a_bridge_keep_their_default_offloads(nat_lab_factor
         assert n == size and digest == servers.pattern_sha256(size)
         sent, received = lab.post_pattern(lab.url(VIP, "/sha256"), size, timeout=60)
         assert received == sent
-        dropped = sum(s["rx_dropped"] for s in d.status()["ring"]["sockets"].values())
+        dropped = sum(s["rx_dropped"] for s in d.status()["ports"]["xdp"]["sockets"].values())
         assert dropped == 0
 
 

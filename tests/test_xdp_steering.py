@@ -37,9 +37,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-
-from engine.io.steer import KIND_REAL, KIND_VIP, target_key
-from engine.io.xdp import partial_checksum, partial_checksums
+from pyvs.engine.io.steer import KIND_REAL, KIND_VIP, target_key
+from pyvs.engine.io.xdp import partial_checksum, partial_checksums
 
 ROOT = Path(__file__).resolve().parent.parent
 PASS, REDIRECT = 2, 4
@@ -52,7 +51,7 @@ REPLY_TIMEOUT = 30.0
 # ------------------------------------------------------------------------ the child
 CHILD = r"""
 import json, sys
-from engine.io import bpf, steer, xsk
+from pyvs.engine.io import bpf, steer, xsk
 
 umem = xsk.Umem()
 sock = xsk.XskSocket("x0", umem)
@@ -93,7 +92,7 @@ class SteeringChild:
         self.ns = ns
         self.buf = b""
         self.stderr = tempfile.TemporaryFile()
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env = dict(os.environ)
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", ns, sys.executable, "-c", CHILD],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,

@@ -18,6 +18,10 @@ import os
 import socket
 import struct
 
+from pyvs.engine.io.port import Port, PortContext
+from pyvs.engine.plumbing import QUEUE_NUM, Plumbing
+from pyvs.engine.verdict import DROP, FORWARD
+
 NETLINK_NETFILTER = 12
 SOL_NETLINK = 270
 NETLINK_NO_ENOBUFS = 5
@@ -79,8 +83,8 @@ class QueuedPacket:
         self.buf = buf
 
 
-class NfQueuePort:
-    """Bound to one queue number; recv_batch() / send_verdicts()."""
+class NfQueueSocket:
+    """The netlink side of one queue number: recv_batch() / send_verdicts()."""
 
     def __init__(self, queue: int, maxlen: int = 16384, rcvbuf: int = 16 << 20) -> None:
         self.queue = queue
@@ -219,3 +223,66 @@ class NfQueuePort:
         except OSError:
             pass
         self.sock.close()
+
+
+class NfQueuePort(Port):
+    """The default port: netfilter queues what pyvs takes (engine/plumbing.py installs the
+    rules), the director decides, the verdict carries the rewritten packet back, and the
+    kernel routes it.  With a fast port in the same run it takes only what that port
+    cannot (fwmark services, ICMP errors)."""
+
+    name = "nfqueue"
+
+    def __init__(self, director, raw, queue: int = QUEUE_NUM, fast: bool = False) -> None:
+        self.director = director
+        self.raw = raw
+        self.plumbing = Plumbing(queue, ring=fast)
+        self.sock: NfQueueSocket | None = None
+        self.counters = {"packets": 0, "batches": 0}
+        self.plumbing.install()
+        try:
+            self.sock = NfQueueSocket(queue)
+        except BaseException:
+            self.plumbing.remove()
+            raise
+
+    @classmethod
+    def open(cls, ctx: PortContext) -> NfQueuePort:
+        return cls(ctx.director, ctx.raw, ctx.queue, ctx.fast)
+
+    @staticmethod
+    def clear_stale() -> list[str]:
+        return []  # install() replaces whatever chains a killed run left
+
+    def readers(self) -> list[NfQueueSocket]:
+        return [self.sock] if self.sock is not None else []
+
+    def update(self, services: list) -> None:
+        self.plumbing.sync(services)
+
+    def serve(self, sock: NfQueueSocket) -> int:
+        director = self.director
+        done = 0
+        while True:
+            batch = sock.recv_batch()
+            if not batch:
+                return done
+            verdicts = director.process([p.buf for p in batch], [p.mark for p in batch])
+            sock.send_verdicts(batch, [NF_DROP if v == DROP else NF_ACCEPT for v in verdicts],
+                               [v == FORWARD for v in verdicts])
+            self.raw.flush(director)
+            done += len(batch)
+            self.counters["packets"] += len(batch)
+            self.counters["batches"] += 1
+
+    def status(self) -> dict:
+        out = dict(self.counters)
+        if self.sock is not None:
+            out["overruns"] = self.sock.overruns
+        return out
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        self.plumbing.remove()

@@ -22,8 +22,8 @@ import os
 import socket
 import struct
 
-from engine.io import bpf
-from engine.io.xsk import XdpError, XskSocket
+from pyvs.engine.io import bpf
+from pyvs.engine.io.xsk import XdpError, XskSocket
 
 log = logging.getLogger("pyvs.xdp")
 

@@ -1,7 +1,7 @@
 """The XDP port: `pyvs run --io xdp` -- AF_XDP receive and transmit, the ring's batch path.
 
-Same pipeline as the ring port (engine/io/ring.py: classify with numpy, the fast path
-of engine/fastpath.py, next hops from the kernel's tables, the raw IP socket for what
+The batch pipeline of the ring port (engine/io/batch.py: classify with numpy, the fast
+path of engine/fastpath.py, next hops from the kernel's tables, the raw IP socket for what
 the kernel must handle), different I/O (engine/io/xsk.py, engine/io/steer.py):
 
   * receive: the XDP program steers exactly the frames pyvs serves into one AF_XDP
@@ -25,19 +25,15 @@ from __future__ import annotations
 import struct
 
 import numpy as np
-
-from engine.io import steer, xsk
-from engine.io.ring import (
-    SMALL_BATCH,
-    TP_STATUS_CSUMNOTREADY,
-    RingPort,
-    interface_mtu,
-    set_offloads,
-)
-from engine.plumbing_ring import ring_targets
+from pyvs.engine.io import steer, xsk
+from pyvs.engine.io.batch import SMALL_BATCH, BatchPipeline
+from pyvs.engine.io.netdev import director_interfaces, interface_mtu, set_offloads
+from pyvs.engine.io.port import Port, PortContext
+from pyvs.engine.io.rxring import TP_STATUS_CSUMNOTREADY
+from pyvs.engine.plumbing_ring import ring_targets
 
 _CHUNK_SHIFT = np.uint64(xsk.FRAME.bit_length() - 1)
-BATCH = 512  # frames per batch (perf-ceilings.md: numpy pays off from ~32, best in hundreds)
+BATCH = 512  # frames per batch (numpy pays off from ~32 frames, best in the hundreds)
 _TCP, _UDP = 6, 17
 _COLS = np.arange(58, dtype=np.int64)  # Ethernet + IPv6 + ports
 
@@ -97,12 +93,39 @@ def partial_checksum(frame) -> bool:
     return ((frame[at] << 8) | frame[at + 1]) == s
 
 
-class XdpPort(RingPort):
-    """AF_XDP sockets on every director interface, one UMEM, the ring's batch path."""
+class XdpPort(Port):
+    """AF_XDP sockets on every director interface, one UMEM, the batch pipeline."""
 
-    def _open(self, interfaces: list[str], fanout_group: int | None) -> None:
-        if fanout_group is not None:
+    name = "xdp"
+
+    def __init__(self, director, interfaces: list[str], raw) -> None:
+        self.rings: list[xsk.XskSocket] = []
+        self.steering: steer.Steering | None = None
+        self.umem: xsk.Umem | None = None
+        self.pipeline = BatchPipeline(director, raw, send=self._send)
+        self.counters = {"tx-full": 0}
+        self._inflight: list[np.ndarray] = []
+        try:
+            self._open(interfaces)
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def open(cls, ctx: PortContext) -> XdpPort:
+        if ctx.fanout_group is not None:
             raise xsk.XdpError(95, "--io xdp runs one worker (use --io ring for --workers)")
+        interfaces = ctx.interfaces or director_interfaces()
+        if not interfaces:
+            raise RuntimeError("--io xdp: no interface with an address in this namespace")
+        ctx.interfaces = interfaces
+        return cls(ctx.director, interfaces, ctx.raw)
+
+    @staticmethod
+    def clear_stale() -> list[str]:
+        return [f"XDP program pyvs on {name}" for name in steer.detach_stale()]
+
+    def _open(self, interfaces: list[str]) -> None:
         for name in interfaces:
             mtu = interface_mtu(name)
             if mtu + 14 > xsk.MAX_FRAME:
@@ -121,12 +144,12 @@ class XdpPort(RingPort):
         self.by_ifindex = {s.ifindex: s for s in self.rings}
         self._busy = np.zeros(self.umem.frames, dtype=bool)  # scratch: chunks being sent
         self.steering.attach()
-        self._inflight: list[np.ndarray] = []
-        self.counters.update({"xdp-tx-full": 0})
 
-    def update_services(self, services) -> None:
-        services = list(services)
-        self.match.update(services)
+    def readers(self) -> list[xsk.XskSocket]:
+        return list(self.rings)
+
+    def update(self, services: list) -> None:
+        self.pipeline.update(services)
         vips, reals = ring_targets(services)
         keys = {steer.target_key(steer.KIND_VIP, p, a, port) for p, a, port in vips}
         keys |= {steer.target_key(steer.KIND_REAL, p, a, port) for p, a, port in reals}
@@ -156,7 +179,7 @@ class XdpPort(RingPort):
                 else:
                     status = np.where(partial_checksums(umem.arr, offs, lens),
                                       TP_STATUS_CSUMNOTREADY, 0)
-                done += self._batch(umem.arr, umem.base, offs, lens, lens, status)
+                done += self.pipeline.run(umem.arr, umem.base, offs, lens, lens, status)
             finally:
                 if self._inflight:  # chunks on a TX ring come back by completion
                     sent = np.concatenate(self._inflight) >> _CHUNK_SHIFT
@@ -172,41 +195,50 @@ class XdpPort(RingPort):
         return done
 
     def _send(self, base: int, offs: np.ndarray, lens: np.ndarray, names: np.ndarray) -> None:
-        ifindex_of = self.tx.ifindex_of
+        """The pipeline's transmit: from the chunk the frame arrived in, on the AF_XDP
+        socket of its egress interface (sendmmsg for an interface pyvs does not serve)."""
+        tx = self.pipeline.tx
+        ifindex_of = tx.ifindex_of
         uniq = np.unique(names)
         for name in uniq.tolist():
             sel = slice(None) if len(uniq) == 1 else names == name
             sock = self.by_ifindex.get(ifindex_of.get(name, -1))
             if sock is None:  # not one of ours: sendmmsg copies it out now
-                self.tx.send(base + offs[sel].astype(np.uint64), lens[sel].astype(np.uint64),
-                             names[sel])
+                tx.send(base + offs[sel].astype(np.uint64), lens[sel].astype(np.uint64),
+                        names[sel])
                 continue
             a = offs[sel].astype(np.uint64)
             n = sock.transmit(a, lens[sel])
             self._inflight.append(a[:n])
             if n < len(a):
-                self.counters["xdp-tx-full"] += len(a) - n
+                self.counters["tx-full"] += len(a) - n
 
     def tick(self) -> None:
-        self.hops.tick()
+        self.pipeline.tick()
         for s in self.rings:  # completions also while no frame arrives
             s.complete()
             s.refill()
 
-    def _io_status(self) -> dict:
-        return {"tx-sent": sum(s.sent for s in self.rings) + self.tx.sent,
-                "xdp-mode": self.steering.mode, "umem-free": self.umem.nfree,
-                "sockets": {s.ifname: s.stats() for s in self.rings}}
+    def status(self) -> dict:
+        out = {**self.pipeline.counters, **self.counters, **self.pipeline.status()}
+        out["tx-sent"] = sum(s.sent for s in self.rings) + self.pipeline.tx.sent
+        out.update({"mode": self.steering.mode if self.steering else None,
+                    "umem-free": self.umem.nfree if self.umem else 0,
+                    "sockets": {s.ifname: s.stats() for s in self.rings}})
+        return out
 
     def close(self) -> None:
-        steering = getattr(self, "steering", None)
-        if steering is not None:
-            steering.close()  # the kernel sees the traffic again first
+        if self.steering is not None:
+            self.steering.close()  # the kernel sees the traffic again first
             self.steering = None
-        super().close()
-        umem = getattr(self, "umem", None)
-        if umem is not None:
-            umem.close()
+        for s in self.rings:
+            s.close()
+        self.rings = []
+        if self.pipeline is not None:
+            self.pipeline.close()
+            self.pipeline = None
+        if self.umem is not None:
+            self.umem.close()
             self.umem = None
 
 

@@ -1,6 +1,6 @@
 """Lab client helpers runnable inside a namespace.
 
-    python -m engine.lab.client udp ADDR PORT PAYLOAD [--bind SRC] [--sport N] [--timeout S]
+    python -m pyvs.engine.lab.client udp ADDR PORT PAYLOAD [--bind SRC] [--sport N] [--timeout S]
 
 prints the reply text (exit status 1 and nothing printed on timeout).  One datagram
 is sent and one reply awaited, so the exchange is bounded by ``--timeout``.
@@ -34,7 +34,7 @@ def udp_query(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m engine.lab.client")
+    p = argparse.ArgumentParser(prog="python -m pyvs.engine.lab.client")
     sub = p.add_subparsers(dest="cmd", required=True)
     u = sub.add_parser("udp", help="send one datagram, print the reply")
     u.add_argument("addr")

@@ -1,6 +1,6 @@
 """A tiny real server for the labs: who am I over HTTP and UDP, plus bulk transfers.
 
-    python -m engine.lab.servers --name rs1 --tcp-port 80 --udp-port 53 [--bind ADDR ...]
+    python -m pyvs.engine.lab.servers --name rs1 --tcp-port 80 --udp-port 53 [--bind ADDR ...]
 
 HTTP (threading, HTTP/1.1 keep-alive):
     GET  <any path>     -> "NAME\\n"
@@ -276,7 +276,7 @@ def serve(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m engine.lab.servers", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m pyvs.engine.lab.servers", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--name", required=True, help="name answered to every request")
     p.add_argument("--tcp-port", type=int, default=80, help="HTTP port (0: no HTTP)")

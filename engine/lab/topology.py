@@ -261,20 +261,16 @@ class Lab:
         raise NotImplementedError
 
     def start_servers(self, timeout: float = SERVER_READY_TIMEOUT) -> None:
-        """Start ``python -m engine.lab.servers`` in every real-server namespace and wait
+        """Start ``python -m pyvs.engine.lab.servers`` in every real-server namespace and wait
         (bounded) until each one listens."""
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-        )
-        env["PYTHONUNBUFFERED"] = "1"
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
         ready = {}
         for rs in self.real_server_list():
             rf = self.state_dir / f"{rs['name']}.ready"
             rf.unlink(missing_ok=True)
             log = open(self.state_dir / f"{rs['name']}.log", "ab")  # noqa: SIM115
             argv = [
-                sys.executable, "-m", "engine.lab.servers", "--name", rs["name"],
+                sys.executable, "-m", "pyvs.engine.lab.servers", "--name", rs["name"],
                 "--tcp-port", str(self.tcp_port), "--udp-port", str(self.udp_port),
                 "--ready-file", str(rf),
             ]
@@ -443,12 +439,12 @@ class Lab:
             payload = payload.decode()
         src = self._pick_client(addr, client_addr)
         argv = [
-            sys.executable, "-m", "engine.lab.client", "udp", addr, str(port), payload,
+            sys.executable, "-m", "pyvs.engine.lab.client", "udp", addr, str(port), payload,
             "--bind", src, "--timeout", str(timeout),
         ]
         if sport:
             argv += ["--sport", str(sport)]
-        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+        env = dict(os.environ)
         r = self.run("client", argv, timeout=timeout + 10, capture_output=True, env=env)
         if r.returncode == 1 and "timeout" in r.stderr:
             raise TimeoutError(f"no UDP reply from {addr}:{port} within {timeout}s")
@@ -794,12 +790,12 @@ class TunLab(_SegmentLab):
         return True
 
     def _start_realserver(self, rs: dict, timeout: float = SERVER_READY_TIMEOUT) -> None:
-        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
         ready = self.state_dir / f"{rs['name']}.tun.ready"
         ready.unlink(missing_ok=True)
         log = open(self.state_dir / f"{rs['name']}.tun.log", "ab")  # noqa: SIM115
         try:
-            p = nx.popen(rs["ns"], [sys.executable, "-m", "engine.cli", "realserver",
+            p = nx.popen(rs["ns"], [sys.executable, "-m", "pyvs.engine.cli", "realserver",
                                     "--tun-name", self.TUN_IF, "--ready-file", str(ready)],
                          env=env, stdin=subprocess.DEVNULL, stdout=log,
                          stderr=subprocess.STDOUT, start_new_session=True,

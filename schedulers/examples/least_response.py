@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import weakref
 
-from engine.service import DEST_F_OVERLOAD, Destination, Flow, VirtualService
-from schedulers.base import Scheduler, SchedulerEnv
+from pyvs.engine.service import DEST_F_OVERLOAD, Destination, Flow, VirtualService
+from pyvs.schedulers.base import Scheduler, SchedulerEnv
 
 
 class LeastResponse(Scheduler):

@@ -12,8 +12,8 @@ Use it with:
 
 from __future__ import annotations
 
-from engine.service import DEST_F_OVERLOAD, Destination, Flow, VirtualService
-from schedulers.base import Scheduler, SchedulerEnv
+from pyvs.engine.service import DEST_F_OVERLOAD, Destination, Flow, VirtualService
+from pyvs.schedulers.base import Scheduler, SchedulerEnv
 
 
 class PickK(Scheduler):
