@@ -21,7 +21,7 @@ import sys
 import time
 
 from pyvs.engine.clock import VirtualClock
-from pyvs.engine.service import AF_INET, DEST_F_OVERLOAD, IPPROTO_TCP, Flow
+from pyvs.engine.model import AF_INET, DEST_F_OVERLOAD, IPPROTO_TCP, Flow
 from pyvs.schedulers import registry
 from pyvs.schedulers.mh import mh_table
 from pyvs.schedulers.testing import build, make_env

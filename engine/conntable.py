@@ -39,40 +39,30 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from pyvs.engine import tcpstate
+from pyvs.engine.accounting import bind_dest, intern_flags, unbind_dest
 from pyvs.engine.clock import Clock, TimerWheel
-from pyvs.engine.service import (
+from pyvs.engine.model import (
     AF_INET,
     AF_INET6,
-    CONN_F_INACTIVE,
-    CONN_F_NOOUTPUT,
+    CONN_F_HASHED,
     CONN_F_ONE_PACKET,
-    DEST_F_OVERLOAD,
+    CONN_F_TEMPLATE,
     FWD_MASK,
     FWD_MASQ,
-    IPPROTO_UDP,
     Destination,
 )
+from pyvs.engine.proto import state_name
 
 if TYPE_CHECKING:
-    from pyvs.engine.service import VirtualService
+    pass
 
-CONN_F_SYNC = 0x0020
-CONN_F_HASHED = 0x0040
-CONN_F_TEMPLATE = 0x1000
-
-CTPL_NONE, CTPL_ASSURED = 0, 1
 NEW_CONN_TIMEOUT = 3  # ip_vs_conn_new(): 3*HZ until the first state transition
 
 V6_KEY = 1 << 304  # marks an IPv6 key: no IPv4 key reaches this bit
 _M32 = 0xFFFFFFFF
 _M128 = (1 << 128) - 1
-_FLAGS: dict[int, int] = {}  # interned flag values
 _MISSING = object()
-
-
-def _intern(flags: int) -> int:
-    return _FLAGS.setdefault(flags, flags)
+TEMPLATE_KEEPALIVE = 60  # a template still controlling connections is re-armed by 60 s
 
 
 def pack_key(protocol: int, saddr: bytes, sport: int, daddr: bytes, dport: int) -> int:
@@ -175,14 +165,7 @@ class Conn:
     @property
     def state_name(self) -> str:
         """ip_vs_state_name(): what ipvsadm -Lnc prints."""
-        if self.flags & CONN_F_TEMPLATE:
-            return "ASSURED" if self.state == CTPL_ASSURED else "NONE"
-        protocol = self.protocol
-        if protocol == IPPROTO_UDP:
-            return "UDP"
-        if protocol == 6:
-            return tcpstate.TCP_STATE_NAMES[self.state]
-        return "NONE"
+        return state_name(self.protocol, self.state, bool(self.flags & CONN_F_TEMPLATE))
 
     def in_key(self) -> int:
         return self.ikey
@@ -216,64 +199,6 @@ class TemplateConn(Conn):
         return (self.protocol, self.caddr, self.vaddr, self.vport)
 
 
-def bind_dest(conn: Conn, dest: Destination) -> None:
-    """ip_vs_bind_dest(): inherit the dest's flags and count the entry."""
-    conn_flags = dest.conn_flags
-    if conn.protocol != IPPROTO_UDP:
-        conn_flags &= ~CONN_F_ONE_PACKET
-    conn.flags = _intern(conn.flags | conn_flags)
-    conn.dest = dest
-    dest.refcnt += 1
-    if conn.flags & CONN_F_TEMPLATE:
-        dest.persistconns += 1
-    elif conn.flags & CONN_F_INACTIVE:
-        dest.inactconns += 1
-    else:
-        dest.activeconns += 1
-    if dest.u_threshold and dest.activeconns + dest.inactconns >= dest.u_threshold:
-        dest.flags |= DEST_F_OVERLOAD
-
-
-def unbind_dest(conn: Conn) -> None:
-    """ip_vs_unbind_dest(): uncount the entry and re-evaluate OVERLOAD."""
-    dest = conn.dest
-    if dest is None:
-        return
-    dest.refcnt -= 1
-    if conn.flags & CONN_F_TEMPLATE:
-        dest.persistconns -= 1
-    elif conn.flags & CONN_F_INACTIVE:
-        dest.inactconns -= 1
-    else:
-        dest.activeconns -= 1
-    total = dest.activeconns + dest.inactconns
-    if dest.l_threshold:
-        if total < dest.l_threshold:
-            dest.flags &= ~DEST_F_OVERLOAD
-    elif dest.u_threshold:
-        if total * 4 < dest.u_threshold * 3:
-            dest.flags &= ~DEST_F_OVERLOAD
-    else:
-        dest.flags &= ~DEST_F_OVERLOAD
-    conn.dest = None
-
-
-def set_active(conn: Conn, active: bool) -> None:
-    """Move the entry between its dest's active and inactive counters."""
-    dest = conn.dest
-    inactive = bool(conn.flags & CONN_F_INACTIVE)
-    if active and inactive:
-        conn.flags = _intern(conn.flags & ~CONN_F_INACTIVE)
-        if dest is not None:
-            dest.activeconns += 1
-            dest.inactconns -= 1
-    elif not active and not inactive:
-        conn.flags = _intern(conn.flags | CONN_F_INACTIVE)
-        if dest is not None:
-            dest.activeconns -= 1
-            dest.inactconns += 1
-
-
 class ConnTable:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
@@ -305,7 +230,7 @@ class ConnTable:
             bind_dest(conn, dest)
         if conn.flags & CONN_F_ONE_PACKET:
             return conn
-        conn.flags = _intern(conn.flags | CONN_F_HASHED)
+        conn.flags = intern_flags(conn.flags | CONN_F_HASHED)
         if cls is TemplateConn:
             key = (protocol, caddr, vaddr, vport)
             old = self.templates.pop(key, None)
@@ -339,14 +264,24 @@ class ConnTable:
     def out_get(self, protocol: int, saddr: bytes, sport: int, daddr: bytes,
                 dport: int) -> Conn | None:
         """A NAT reply saddr:sport -> daddr:dport (real server -> client)."""
-        vips = self.rs_vips.get(rs_key(protocol, saddr, sport))
+        rk = rs_key(protocol, saddr, sport)
+        if rk not in self.rs_vips:
+            return None
+        return self.out_get_packed(rk, pack_key(protocol, saddr, sport, daddr, dport),
+                                   client_part(protocol, daddr, dport), saddr, sport)
+
+    def out_get_packed(self, rk: int, key: int, base: int, saddr: bytes,
+                       sport: int) -> Conn | None:
+        """out_get() with the packet's integers already packed (the batch path builds them
+        from header bytes): ``rk`` = rs_key of the source, ``key`` = pack_key of the
+        packet, ``base`` = client_part of its destination."""
+        vips = self.rs_vips.get(rk)
         if vips is None:
             return None
         if self.out_override:
-            conn = self.out_override.get(pack_key(protocol, saddr, sport, daddr, dport))
+            conn = self.out_override.get(key)
             if conn is not None:
                 return conn
-        base = client_part(protocol, daddr, dport)
         by_in = self.by_in
         for vp in vips:
             conn = by_in.get(base | vp)
@@ -354,6 +289,15 @@ class ConnTable:
                     and conn.flags & FWD_MASK == FWD_MASQ):
                 return conn
         return None
+
+    def replies_possible(self, rks: list[int]) -> list[bool]:
+        """For each rs_key, whether a NAT entry toward that real server exists (a packet
+        from elsewhere cannot be a NAT reply): one C-level pass for a whole batch."""
+        return list(map(self.rs_vips.__contains__, rks))
+
+    def in_get_many(self, keys: list[int]) -> list[Conn | None]:
+        """in_get() for a batch of packed in keys (pack_key), in one C-level pass."""
+        return list(map(self.by_in.get, keys))
 
     def template_get(self, protocol: int, caddr: bytes, vaddr: bytes,
                      vport: int) -> TemplateConn | None:
@@ -377,11 +321,20 @@ class ConnTable:
         if conn.flags & CONN_F_HASHED and (dl < old or old == 0.0):
             self.wheel.schedule(conn, dl)
 
-    def expire_now(self, conn: Conn) -> None:
-        """ip_vs_conn_expire_now(): make the entry due at once."""
-        conn.expires = self.clock.now()
-        if conn.flags & CONN_F_HASHED:
-            self.wheel.schedule(conn, conn.expires)
+    def put_many(self, conns: list[Conn], now: float) -> None:
+        """put() for every entry of a batch (the batch path's timer re-arming)."""
+        dl_of = self.deadline
+        schedule = self.wheel.schedule
+        dls: dict[int, float] = {}
+        for conn in conns:
+            old = conn.expires
+            t = conn.timeout
+            dl = dls.get(t)
+            if dl is None:
+                dl = dls[t] = dl_of(now, t)
+            conn.expires = dl
+            if conn.flags & CONN_F_HASHED and (dl < old or old == 0.0):
+                schedule(conn, dl)
 
     def neutralize_template(self, tmpl: TemplateConn) -> None:
         """ip_vs_check_template() on an unusable template: make it match nothing."""
@@ -404,7 +357,7 @@ class ConnTable:
     def _expire(self, conn: Conn) -> float | None:
         """ip_vs_conn_expire(): keep controllers 60 s more, else unhash and unbind."""
         if conn.n_control:
-            conn.timeout = tcpstate.TEMPLATE_KEEPALIVE
+            conn.timeout = TEMPLATE_KEEPALIVE
             conn.expires = self.clock.now() + conn.timeout
             return conn.expires
         self.remove(conn)
@@ -413,7 +366,7 @@ class ConnTable:
     def remove(self, conn: Conn) -> None:
         if not conn.flags & CONN_F_HASHED:
             return
-        conn.flags = _intern(conn.flags & ~CONN_F_HASHED)
+        conn.flags = intern_flags(conn.flags & ~CONN_F_HASHED)
         if self.loose.pop(conn, _MISSING) is _MISSING:  # it held its index slot
             if conn.flags & CONN_F_TEMPLATE:
                 key = (conn.protocol, conn.caddr, conn.vaddr, conn.vport)
@@ -432,7 +385,7 @@ class ConnTable:
 
     def _unindex_out(self, conn: Conn) -> None:
         daddr, dport = conn.daddr, conn.dport
-        rk = rs_key(self._proto(conn), daddr, dport)
+        rk = rs_key(conn.protocol, daddr, dport)
         vips = self.rs_vips.get(rk)
         if vips is not None:
             k = conn.ikey
@@ -449,11 +402,6 @@ class ConnTable:
             if self.out_override.get(key) is conn:
                 del self.out_override[key]
 
-    @staticmethod
-    def _proto(conn: Conn) -> int:
-        k = conn.ikey
-        return (k >> 288) & 0xFF if k & V6_KEY else k >> 96
-
     def run_timers(self) -> int:
         return self.wheel.run(self._deadline, self._expire, self.expire_budget)
 
@@ -463,11 +411,3 @@ class ConnTable:
             if isinstance(conn, TemplateConn):
                 conn.n_control = 0
             self.remove(conn)
-
-
-def is_noutput(conn: Conn) -> bool:
-    return bool(conn.flags & CONN_F_NOOUTPUT)
-
-
-def service_of(conn: Conn) -> VirtualService | None:
-    return conn.dest.service if conn.dest is not None else None

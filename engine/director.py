@@ -1,76 +1,69 @@
-"""The director: lookup -> schedule -> bind -> forward -> count, for a batch of packets.
+"""The director: lookup -> schedule -> bind -> forward -> count, one packet at a time.
 
-This is ip_vs_core.c in Python.  A port hands in a batch of IP packets (bytearrays,
-with the netfilter mark where the port knows it) and gets back one verdict per
-packet:
+This is ip_vs_core.c in Python.  A port hands in IP packets (bytearrays, with the
+netfilter mark where the port knows it) and gets back one verdict per packet:
   ACCEPT  - not IPVS business: let the director's own stack have it unchanged;
   FORWARD - rewritten in place: send it on (the port reinjects or transmits it);
-  DROP    - swallowed (counted).
-Packets IPVS generates itself (ICMP errors) are queued in `outbox`.
+  DROP    - swallowed (counted); anything to send instead went through an outbox.
 
-Only decisions live here; header surgery is in engine/packet.py and the
-forwarders, state tables in engine/tcpstate.py, the table in engine/conntable.py.
+Only decisions live here.  What differs per protocol (may a packet create a
+connection, the state machine) is behind engine/proto; what differs per forwarding
+method (the rewrite, encapsulation, routing) is behind forwarders/, which see only
+their small context; ICMP errors are engine/proto/icmp.py; the table is
+engine/conntable.py.  docs/architecture.md draws how a packet goes through them.
+
+``handle(info, buf)`` takes a packet already parsed; without ``buf`` it makes every
+decision -- lookup, scheduling, templates, states, timers, counters -- and skips only
+the bytes (rewrites and generated ICMP errors): the flow level of ``pyvs sim``.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import socket
-from collections import Counter
 
-from pyvs.engine import tcpstate
+from pyvs.engine.accounting import unbind_dest
 from pyvs.engine.clock import Clock, MonotonicClock
-from pyvs.engine.conntable import (
-    CONN_F_TEMPLATE,
-    CTPL_ASSURED,
-    Conn,
-    ConnTable,
-    set_active,
-    unbind_dest,
-)
-from pyvs.engine.packet import (
-    Malformed,
-    PacketInfo,
-    build_icmp_error,
-    build_icmp_unreachable,
-    l4_checksum_ok,
-    may_send_icmp_error,
-    parse,
-    parse_icmp_error,
-    parse_quoted,
-)
-from pyvs.engine.service import (
+from pyvs.engine.conntable import Conn, ConnTable
+from pyvs.engine.model import (
     AF_INET,
     CONN_F_NOOUTPUT,
     CONN_F_ONE_PACKET,
-    CONN_TAB_SIZE,
-    FWD_MASQ,
-    FWD_TUNNEL,
+    CONN_F_TEMPLATE,
+    FWD_BYPASS,
     IPPROTO_TCP,
     IPPROTO_UDP,
     SVC_F_ONEPACKET,
+    Destination,
     Flow,
-    ServiceTable,
     Stats,
     VirtualService,
 )
+from pyvs.engine.neigh import KernelRoutes
+from pyvs.engine.packet import (
+    Malformed,
+    PacketInfo,
+    build_icmp_unreachable,
+    may_send_icmp_error,
+    parse,
+)
+from pyvs.engine.proto import INPUT, OUTPUT, PROTOCOLS, Timeouts
+from pyvs.engine.proto import icmp as icmp_errors
+from pyvs.engine.proto.tcp import CLOSE, FIN_WAIT, TIME_WAIT
+from pyvs.engine.service import CONN_TAB_SIZE, ServiceTable
 from pyvs.engine.stats import Estimator
 from pyvs.engine.sysctl import Sysctl
 from pyvs.engine.verdict import ACCEPT, DROP, FORWARD
-from pyvs.forwarders import default_forwarders, nat
-from pyvs.forwarders.tun import Tunnel
+from pyvs.forwarders import ForwardContext, default_forwarders
 from pyvs.schedulers.base import SchedulerEnv
 
 log = logging.getLogger("pyvs.director")
 
-
 IPPROTO_ICMP = 1
 IPPROTO_ICMPV6 = 58
-IPPROTO_IPIP = 4
-IPPROTO_IPV6 = 41
 FTPPORT = 21
 FTPDATA = 20
-TCP_SYN, TCP_RST = tcpstate.TCP_SYN, tcpstate.TCP_RST
 
 # Scheduling outcomes (the kernel's *ignored)
 SCHED_IGNORED, SCHED_NODEST, SCHED_FATAL = 1, 0, -1
@@ -95,22 +88,45 @@ def mask_addr(addr: bytes, netmask: int) -> bytes:
     return ((int.from_bytes(addr, "big") >> bits) << bits).to_bytes(16, "big")
 
 
+def fwmark_vaddr(fwmark: int, af: int) -> bytes:
+    """A fwmark template's virtual address: the mark in the first 4 bytes of the
+    address union (ip_vs_sched_persist: vaddr = { .ip = htonl(svc->fwmark) })."""
+    raw = fwmark.to_bytes(4, "big")
+    return raw if af == AF_INET else raw + bytes(12)
+
+
+def is_unicast(addr: bytes) -> bool:
+    """Not multicast and not the IPv4 limited broadcast (ip_vs_addr_is_unicast, with the
+    route type checked by the caller)."""
+    if len(addr) == 4:
+        return not (224 <= addr[0] <= 239) and addr != b"\xff\xff\xff\xff"
+    return addr[0] != 0xFF
+
+
 class Director:
     conn_tab_size = CONN_TAB_SIZE
 
-    def __init__(self, clock: Clock | None = None, sysctl: Sysctl | None = None) -> None:
+    def __init__(self, clock: Clock | None = None, sysctl: Sysctl | None = None,
+                 routes=None, seed: int | None = None) -> None:
+        """``routes``: the kernel's route and neighbour tables (engine/neigh.py) or a
+        stand-in with the same methods; ``seed`` makes the schedulers' random choices
+        reproducible (``pyvs run --seed``, ``pyvs sim``)."""
         self.clock = clock or MonotonicClock()
         self.sysctl = sysctl or Sysctl()
-        self.env = SchedulerEnv(clock=self.clock, sysctl=self.sysctl)
+        self.env = SchedulerEnv(clock=self.clock, sysctl=self.sysctl,
+                                random=random.Random(seed))
         self.services = ServiceTable(self.env)
         self.conntable = ConnTable(self.clock)
-        self.timeouts = tcpstate.Timeouts()
+        self.timeouts = Timeouts()
         self.total = Stats()
         self.estimator = Estimator()
-        self.drops: Counter[str] = Counter()
-        self.outbox: list[bytes] = []  # IP packets to route through the director's stack
-        self.l2_outbox: list[tuple[str, bytes]] = []  # (interface, Ethernet frame)
+        self.ctx = ForwardContext(self.clock, self.sysctl,
+                                  routes if routes is not None else KernelRoutes())
+        self.drops = self.ctx.drops  # reason -> count
+        self.outbox = self.ctx.outbox  # IP packets to route through the director's stack
+        self.l2_outbox = self.ctx.l2_outbox  # (interface, Ethernet frame)
         self.forwarders = default_forwarders()
+        self.last: Conn | None = None  # the connection the last handled packet was bound to
         self.services.unlink_hooks.append(self._expire_nodest_conns)
 
     # -- the control surface used by pyvsadm --------------------------------------------------
@@ -134,7 +150,7 @@ class Director:
         return out
 
     def tick(self) -> None:
-        """Periodic work: expiry, trash, rate estimation, scheduler caches."""
+        """Periodic work: expiry, trash, rate estimation, scheduler caches, neighbours."""
         now = self.clock.now()
         self.conntable.run_timers()
         self.services.expire_trash(now)
@@ -144,10 +160,9 @@ class Director:
             expire = getattr(svc.scheduler, "expire", None)
             if expire is not None:
                 expire(now)
+        self.ctx.routes.poll()  # the kernel's route and neighbour changes
         for fwd in {id(f): f for f in self.forwarders.values()}.values():
-            fwd_tick = getattr(fwd, "tick", None)
-            if fwd_tick is not None:
-                fwd_tick(self)  # e.g. DR: packets waiting for a neighbour (l2_outbox)
+            fwd.tick(self.ctx)  # e.g. DR: packets waiting for a neighbour (l2_outbox)
 
     # -- the packet path ------------------------------------------------------------------------
     def process(self, batch: list[bytearray], marks: list[int] | None = None) -> list[int]:
@@ -157,19 +172,23 @@ class Director:
         for i, buf in enumerate(batch):
             mark = marks[i] if marks is not None else 0
             try:
-                verdicts.append(self._packet(buf, mark, now))
+                verdicts.append(self.handle(parse(buf), buf, mark, now))
             except Malformed as err:
                 self.drops[err.reason] += 1
                 verdicts.append(DROP)
         return verdicts
 
-    def _packet(self, buf: bytearray, mark: int, now: float) -> int:
-        info = parse(buf)
+    def handle(self, info: PacketInfo, buf: bytearray | None = None, mark: int = 0,
+               now: float | None = None) -> int:
+        """The verdict for one parsed packet (``buf`` None: decisions only, no bytes)."""
+        if now is None:
+            now = self.clock.now()
+        self.last = None
         proto = info.proto
         if proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
-            return self._icmp(buf, info, now)
+            return icmp_errors.handle(self, buf, info, now) if buf is not None else ACCEPT
         if proto != IPPROTO_TCP and proto != IPPROTO_UDP:
-            return ACCEPT  # no IPVS support for this protocol here (2.3 step 2)
+            return ACCEPT  # no IPVS support for this protocol here (ip_vs_in_hook)
         if info.is_frag and not info.first_frag:
             self.drops["fragment"] += 1
             return DROP
@@ -179,75 +198,74 @@ class Director:
         return self._request(buf, info, mark, now)
 
     # ip_vs_in_hook ---------------------------------------------------------------------------
-    def _request(self, buf: bytearray, info: PacketInfo, mark: int, now: float) -> int:
+    def _request(self, buf: bytearray | None, info: PacketInfo, mark: int, now: float) -> int:
         proto = info.proto
+        protocol = PROTOCOLS[proto]
         sysctl = self.sysctl
         conn = self.conntable.in_get(proto, info.saddr, info.sport, info.daddr, info.dport)
-        starts = proto == IPPROTO_TCP and bool(info.tcp_flags & TCP_SYN)
-        if conn is not None and starts and sysctl.conn_reuse_mode:
+        if (conn is not None and sysctl.conn_reuse_mode
+                and protocol.starts_connection(info.tcp_flags)):
             dest = conn.dest
-            resched = False
-            if sysctl.expire_nodest_conn and dest is not None and dest.weight == 0:
-                resched = True
-            elif self._new_conn_expected(conn, sysctl.conn_reuse_mode):
-                resched = True  # no conntrack in pyvs: never the "old_ct" drop
-            if resched:
-                if not conn.n_control:
+            if ((sysctl.expire_nodest_conn and dest is not None and dest.weight == 0)
+                    or self._new_conn_expected(conn, sysctl.conn_reuse_mode)):
+                if not conn.n_control:  # no conntrack in pyvs: never the "old_ct" drop
                     self.conntable.remove(conn)
                 conn = None
         if conn is not None and conn.dest is not None and not conn.dest.available:
-            if sysctl.expire_nodest_conn:
-                self.conntable.remove(conn)
-                conn = None
-            else:
+            if not sysctl.expire_nodest_conn:
                 self.drops["dest-unavailable"] += 1
                 return DROP
+            self.conntable.remove(conn)
+            conn = None
         if conn is None:
             svc = self.services.find(info.af, proto, info.daddr, info.dport, mark)
             if svc is None:
                 return self._unmatched(buf, info)
-            if proto == IPPROTO_TCP:
-                # tcp_conn_schedule(): RST never creates; no SYN only with sloppy_tcp
-                if info.tcp_flags & TCP_RST:
-                    return ACCEPT
-                if not info.tcp_flags & TCP_SYN and not sysctl.sloppy_tcp:
-                    return ACCEPT
+            if not protocol.conn_schedule(info.tcp_flags, sysctl.sloppy_tcp):
+                return ACCEPT  # tcp_conn_schedule(): not a connection's first packet
             conn, outcome = self._schedule(svc, info, mark, now)
             if conn is None:
                 if outcome == SCHED_IGNORED:
                     return ACCEPT
                 if outcome == SCHED_FATAL:
                     return DROP
-                return self._leave(svc, buf, info)
-        self._in_stats(conn, info.ip_len)
-        self._set_state(conn, tcpstate.INPUT, info)
-        verdict = self._xmit_to_real(buf, info, conn)
+                return self._leave(svc, buf, info, mark, now)
+        self.last = conn
+        self.count_in(conn.dest, 1, info.ip_len)
+        self._set_state(conn, INPUT, info.tcp_flags)
+        verdict = (self.forwarders[conn.fwd].to_real(self.ctx, buf, info, conn)
+                   if buf is not None else FORWARD)
         conn.in_pkts += 1
-        self._release(conn, now)
+        self.release(conn, now)
         return verdict
 
-    def _unmatched(self, buf: bytearray, info: PacketInfo) -> int:
+    def _unmatched(self, buf: bytearray | None, info: PacketInfo) -> int:
         """No service: pass, except a NAT reply with no entry under nat_icmp_send=1
         (ip_vs_out_hook: ICMP port unreachable to the real server, not for a TCP RST)."""
         if (self.sysctl.nat_icmp_send
-                and not (info.proto == IPPROTO_TCP and info.tcp_flags & TCP_RST)
+                and not (info.proto == IPPROTO_TCP and info.tcp_flags & 0x04)
                 and self.services.has_real_service(info.af, info.proto, info.saddr,
                                                    info.sport)):
-            source = route_source(info.saddr)
-            if source is not None and may_send_icmp_error(buf, info):
-                self.outbox.append(build_icmp_unreachable(buf, info, source))
+            if buf is not None:
+                source = route_source(info.saddr)
+                if source is not None and may_send_icmp_error(buf, info):
+                    self.outbox.append(build_icmp_unreachable(buf, info, source))
             self.drops["nat-reply-without-entry"] += 1
             return DROP
         return ACCEPT
 
-    def _expire_nodest_conns(self, dest) -> None:
-        """ip_vs_expire_nodest_conn_flush(): with expire_nodest_conn=1, deleting a
-        destination expires its connections (and templates left controlling nothing)."""
+    def _expire_nodest_conns(self, dests: list[Destination]) -> None:
+        """ip_vs_expire_nodest_conn_flush(): with expire_nodest_conn=1, deleting
+        destinations walks the whole table and expires every entry whose destination is
+        no longer available -- also those of destinations deleted earlier while the
+        setting was 0 -- except entries that still control others; a template left
+        controlling nothing goes with its last connection."""
         if not self.sysctl.expire_nodest_conn:
             return
         table = self.conntable
         for conn in table.entries():
-            if conn.dest is not dest or conn.n_control:
+            dest = conn.dest
+            if dest is None or dest.available or conn.n_control:
                 continue
             control = conn.control
             table.remove(conn)
@@ -261,8 +279,8 @@ class Director:
             return False
         if conn.protocol == IPPROTO_TCP:
             s = conn.state
-            return (s == tcpstate.TIME_WAIT or s == tcpstate.CLOSE
-                    or (bool(reuse_mode & 2) and s == tcpstate.FIN_WAIT
+            return (s == TIME_WAIT or s == CLOSE
+                    or (bool(reuse_mode & 2) and s == FIN_WAIT
                         and bool(conn.flags & CONN_F_NOOUTPUT)))
         return False
 
@@ -279,13 +297,17 @@ class Director:
         dest = svc.scheduler.schedule(svc, flow) if svc.scheduler is not None else None
         if dest is None:
             return None, SCHED_NODEST
-        flags = CONN_F_ONE_PACKET if (svc.flags & SVC_F_ONEPACKET
-                                      and info.proto == IPPROTO_UDP) else 0
         conn = self.conntable.new(info.af, info.proto, info.saddr, info.sport, info.daddr,
-                                  info.dport, dest.addr, dest.port or info.dport, flags, dest,
-                                  mark)
-        self._conn_stats(svc, conn)
+                                  info.dport, dest.addr, dest.port or info.dport,
+                                  self._ops_flag(svc, info), dest, mark)
+        self.count_conn(svc, dest)
         return conn, SCHED_NODEST
+
+    @staticmethod
+    def _ops_flag(svc: VirtualService, info: PacketInfo) -> int:
+        """One-packet scheduling applies to UDP only (ip_vs_schedule)."""
+        return CONN_F_ONE_PACKET if (svc.flags & SVC_F_ONEPACKET
+                                     and info.proto == IPPROTO_UDP) else 0
 
     def _schedule_persist(self, svc: VirtualService, info: PacketInfo, flow: Flow, mark: int,
                           now: float) -> tuple[Conn | None, int]:
@@ -300,9 +322,7 @@ class Director:
                 vport = dst_port
         elif svc.fwmark:
             protocol = 0
-            vaddr = svc.fwmark.to_bytes(4, "big")
-            if info.af != AF_INET:
-                vaddr = vaddr + bytes(12)
+            vaddr = fwmark_vaddr(svc.fwmark, info.af)
         tmpl = table.template_get(protocol, snet, vaddr, vport)
         if tmpl is not None and not self._template_usable(tmpl):
             table.neutralize_template(tmpl)
@@ -320,13 +340,11 @@ class Director:
         dport = dst_port
         if dport == svc.port and dest.port:
             dport = dest.port
-        flags = CONN_F_ONE_PACKET if (svc.flags & SVC_F_ONEPACKET
-                                      and info.proto == IPPROTO_UDP) else 0
         conn = table.new(info.af, info.proto, info.saddr, info.sport, info.daddr, info.dport,
-                         dest.addr, dport, flags, dest, mark)
+                         dest.addr, dport, self._ops_flag(svc, info), dest, mark)
         table.control_add(conn, tmpl)
         table.put(tmpl, now)
-        self._conn_stats(svc, conn)
+        self.count_conn(svc, dest)
         return conn, SCHED_NODEST
 
     def _template_usable(self, tmpl: Conn) -> bool:
@@ -338,55 +356,52 @@ class Director:
             return False
         return True
 
-    def _leave(self, svc: VirtualService, buf: bytearray, info: PacketInfo) -> int:
-        """ip_vs_leave(): no destination -> ICMP port unreachable (never a TCP RST)."""
+    def _leave(self, svc: VirtualService, buf: bytearray | None, info: PacketInfo, mark: int,
+               now: float) -> int:
+        """ip_vs_leave(): no destination.  With cache_bypass, a fwmark service's packet to a
+        non-local unicast address goes on to that address (a BYPASS entry remembers the
+        flow); otherwise ICMP port unreachable to the client (IPVS never sends a RST)."""
+        if self.sysctl.cache_bypass and svc.fwmark and self._routed_unicast(info.daddr):
+            conn = self.conntable.new(info.af, info.proto, info.saddr, info.sport, info.daddr,
+                                      info.dport, bytes(len(info.daddr)), 0,
+                                      FWD_BYPASS | self._ops_flag(svc, info), None, mark)
+            self.last = conn
+            self._set_state(conn, INPUT, info.tcp_flags)
+            conn.in_pkts += 1
+            self.release(conn, now)
+            return ACCEPT  # ip_vs_bypass_xmit: the stack routes it to its own destination
         if svc.port == FTPPORT and info.dport != FTPPORT:
             return ACCEPT
         log.debug("no destination available for %r", svc)
-        if may_send_icmp_error(buf, info):
+        if buf is not None and may_send_icmp_error(buf, info):
             self.outbox.append(build_icmp_unreachable(buf, info, info.daddr))
         self.drops["no-destination"] += 1
         return DROP
 
+    def _routed_unicast(self, addr: bytes) -> bool:
+        """ip_vs_addr_is_unicast(): routed (not local) and not multicast/broadcast."""
+        if not is_unicast(addr):
+            return False
+        route = self.ctx.routes.route(addr)
+        return route is not None and not route.local
+
     # ip_vs_out_hook (NAT replies) ----------------------------------------------------------
-    def _reply(self, buf: bytearray, info: PacketInfo, conn: Conn, now: float) -> int:
-        self._out_stats(conn, info.ip_len)
-        nat.snat(buf, info, conn.vaddr, conn.vport)
-        self._set_state(conn, tcpstate.OUTPUT, info)
-        self._release(conn, now)
-        return FORWARD
+    def _reply(self, buf: bytearray | None, info: PacketInfo, conn: Conn, now: float) -> int:
+        self.last = conn
+        self.count_out(conn.dest, 1, info.ip_len)
+        verdict = (self.forwarders[conn.fwd].to_client(self.ctx, buf, info, conn)
+                   if buf is not None else FORWARD)
+        self._set_state(conn, OUTPUT, info.tcp_flags)
+        self.release(conn, now)
+        return verdict
 
-    # state, transmit, accounting --------------------------------------------------------------
-    def _set_state(self, conn: Conn, direction: int, info: PacketInfo) -> None:
-        """ip_vs_set_state(): tcp/udp_state_transition."""
-        if conn.protocol == IPPROTO_TCP:
-            if conn.flags & CONN_F_NOOUTPUT:
-                if direction == tcpstate.OUTPUT:
-                    conn.flags &= ~CONN_F_NOOUTPUT
-                else:
-                    direction = tcpstate.INPUT_ONLY
-            new = tcpstate.tcp_next_state(conn.state, direction, info.tcp_flags,
-                                          self.sysctl.secure_tcp == 3)
-            if new != conn.state:
-                if conn.dest is not None:
-                    set_active(conn, new in tcpstate.TCP_ACTIVE)
-                if new == tcpstate.ESTABLISHED and conn.control is not None:
-                    conn.control.state = CTPL_ASSURED
-                conn.state = new
-            conn.timeout = self.timeouts.tcp[new]
-        else:
-            if direction == tcpstate.OUTPUT and conn.control is not None:
-                conn.control.state = CTPL_ASSURED
-            conn.timeout = self.timeouts.udp
+    # state, accounting, release (also used by engine/proto/icmp.py and the fast path) ------
+    def _set_state(self, conn: Conn, direction: int, flags: int) -> None:
+        """ip_vs_set_state(): the protocol's state transition."""
+        PROTOCOLS[conn.protocol].state_transition(conn, direction, flags, self.timeouts,
+                                                  self.sysctl.secure_tcp == 3)
 
-    def _xmit_to_real(self, buf: bytearray, info: PacketInfo, conn: Conn) -> int:
-        forwarder = self.forwarders.get(conn.fwd)
-        if forwarder is None:
-            self.drops["fwd-method-unsupported"] += 1
-            return DROP
-        return forwarder.to_real(self, buf, info, conn)
-
-    def _release(self, conn: Conn, now: float) -> None:
+    def release(self, conn: Conn, now: float) -> None:
         """ip_vs_conn_put(): re-arm the timer; one-packet entries die here."""
         if conn.flags & CONN_F_ONE_PACKET:
             if conn.control is not None:
@@ -396,105 +411,24 @@ class Director:
             return
         self.conntable.put(conn, now)
 
-    def _conn_stats(self, svc: VirtualService, conn: Conn) -> None:
-        dest = conn.dest
-        if dest is not None:
-            dest.stats.conns += 1
+    def count_conn(self, svc: VirtualService, dest: Destination) -> None:
+        """A connection created by scheduling (ip_vs_conn_stats)."""
+        dest.stats.conns += 1
         svc.stats.conns += 1
         self.total.conns += 1
 
-    def _in_stats(self, conn: Conn, nbytes: int) -> None:
-        dest = conn.dest
+    def count_in(self, dest: Destination | None, packets: int, nbytes: int) -> None:
+        """ip_vs_in_stats(): only for an available destination."""
         if dest is None or not dest.available:
             return
         for st in (dest.stats, dest.service.stats, self.total):
-            st.inpkts += 1
+            st.inpkts += packets
             st.inbytes += nbytes
 
-    def _out_stats(self, conn: Conn, nbytes: int) -> None:
-        dest = conn.dest
+    def count_out(self, dest: Destination | None, packets: int, nbytes: int) -> None:
+        """ip_vs_out_stats(): only for an available destination."""
         if dest is None or not dest.available:
             return
         for st in (dest.stats, dest.service.stats, self.total):
-            st.outpkts += 1
+            st.outpkts += packets
             st.outbytes += nbytes
-
-    def _tunnel_icmp(self, buf: bytearray, info: PacketInfo, outer: PacketInfo,
-                     now: float) -> int:
-        """An error about one of our IPIP packets (ip_vs_in_icmp, "tunnel" case): learn the
-        path MTU and tell the client, from the VIP, about its original request."""
-        if outer.is_frag and not outer.first_frag:
-            return ACCEPT
-        if not self.services.has_tunnel_dest(outer.daddr):
-            return ACCEPT  # only for a known tunnel
-        end = info.l3_off + info.ip_len
-        try:
-            orig = parse_quoted(buf, outer.l4_off, end)
-        except Malformed:
-            return ACCEPT
-        if orig.proto != IPPROTO_TCP and orig.proto != IPPROTO_UDP:
-            return ACCEPT
-        conn = self.conntable.in_get(orig.proto, orig.saddr, orig.sport, orig.daddr, orig.dport)
-        if conn is None:
-            return ACCEPT
-        if not l4_checksum_ok(buf, info):
-            self.drops["bad-icmp-checksum"] += 1
-            return DROP
-        icmp_off = info.l4_off
-        word = bytes(buf[icmp_off + 4:icmp_off + 8])  # ic->un.gateway
-        if info.icmp_type == 3 and info.icmp_code == 4:
-            mtu = int.from_bytes(word[2:4], "big")
-            tunnel = self.forwarders.get(FWD_TUNNEL)
-            if isinstance(tunnel, Tunnel):
-                tunnel.learn_pmtu(outer.daddr, mtu, now)
-                mtu = tunnel.path_mtu(outer.daddr, now) or mtu
-            if not outer.df:  # client uses PMTUD?
-                return DROP
-            if mtu > 68 + 20:
-                mtu -= 20
-            word = mtu.to_bytes(4, "big")
-        quote = bytearray(buf[orig.l3_off:end])
-        qinfo = parse_quoted(quote, 0, len(quote))
-        if may_send_icmp_error(quote, qinfo):
-            self.outbox.append(build_icmp_error(quote, qinfo, orig.daddr, info.icmp_type,
-                                                info.icmp_code, word))
-        self._out_stats(conn, len(quote))
-        return DROP
-
-    # ICMP errors (ip_vs_in_icmp / ip_vs_out_icmp) ----------------------------------------------
-    def _icmp(self, buf: bytearray, info: PacketInfo, now: float) -> int:
-        try:
-            inner = parse_icmp_error(buf, info)
-        except Malformed:
-            return ACCEPT  # "The packet looks wrong, ignore" (ip_vs_in_icmp)
-        if inner is None:
-            return ACCEPT  # echo and friends: not IPVS business
-        if info.version == 4 and (inner.proto == IPPROTO_IPIP or inner.proto == IPPROTO_IPV6):
-            return self._tunnel_icmp(buf, info, inner, now)
-        if inner.proto != IPPROTO_TCP and inner.proto != IPPROTO_UDP:
-            return ACCEPT
-        if inner.is_frag and not inner.first_frag:
-            return ACCEPT
-        table = self.conntable
-        if not l4_checksum_ok(buf, info):
-            self.drops["bad-icmp-checksum"] += 1
-            return DROP
-        # From a real server about a request it got (embedded client -> RS): NAT out.
-        conn = table.out_get(inner.proto, inner.daddr, inner.dport, inner.saddr, inner.sport)
-        if conn is not None and conn.fwd == FWD_MASQ:
-            self._out_stats(conn, info.ip_len)
-            nat.snat_icmp(buf, info, inner, conn.vaddr, conn.vport)
-            self._release(conn, now)
-            return FORWARD
-        # From a client about a reply it got (embedded VIP -> client): in, swapped.
-        conn = table.in_get(inner.proto, inner.daddr, inner.dport, inner.saddr, inner.sport)
-        if conn is None:
-            return ACCEPT
-        self._in_stats(conn, info.ip_len)
-        forwarder = self.forwarders.get(conn.fwd)
-        if forwarder is None:
-            self.drops["fwd-method-unsupported"] += 1
-            return DROP
-        verdict = forwarder.icmp_to_real(self, buf, info, inner, conn)
-        self._release(conn, now)
-        return verdict

@@ -13,19 +13,23 @@ How a batch goes:
      IPv4 with a 20-byte header, not a fragment, lengths consistent (exactly the
      checks engine/packet.parse makes, so parse could not fail on it), TCP whose
      flags make an ACK event (no SYN, FIN or RST) or UDP.
-  3. One Python loop in arrival order looks each frame up exactly as
-     Director._packet does (the NAT reply direction first, then the in index,
-     through the same packed integer keys as engine/conntable.py).  A frame takes
-     the fast path only if it hits an entry and its handling cannot change
-     anything but counters and timers: a masquerading entry whose destination is
-     available, a TCP state that the packet leaves as it is, no NOOUTPUT flag to
-     clear.  For those the loop does what _reply/_request would do (stats, timeout,
-     in_pkts, re-arming the timer) and notes the new address/port.  Every other
-     frame (new flows, SYN/FIN/RST, first packets, ICMP, IPv6, anything odd) is
-     copied out and handed to Director._packet, in order, so interleaving is exact.
+  3. One Python loop in arrival order looks each frame up with the connection
+     table's own lookups (ConnTable.out_get_packed, in_get_many: the NAT reply
+     direction first, then the in index, through the packed integer keys of
+     engine/conntable.py).  A frame takes the fast path only if it hits an entry and
+     its handling cannot change anything but counters and timers: a masquerading
+     entry whose destination is available, a TCP state that an ACK leaves as it is
+     (engine/proto/tcp.py ack_keeps_state), no NOOUTPUT flag to clear.  For those
+     the loop counts in_pkts and notes the new address/port; what Director.handle
+     would do besides is done once per batch with the core's batch operations (the
+     protocol's keep_state_many, ConnTable.put_many).  Every other frame (new flows,
+     SYN/FIN/RST, ICMP, IPv6, anything odd) is copied out and handed to
+     Director.handle, in order, so interleaving is exact.
   4. Address/port rewrites and the RFC 1624 checksum updates of all fast frames
-     are then done column-wise, with the same arithmetic as forwarders/nat.py.
-  5. Counters are summed per destination with numpy and added once.
+     are then done column-wise with engine/csum.py's csum_adjust, the function
+     forwarders/nat.py uses per packet.
+  5. Counters are summed per destination with numpy and added once
+     (Director.count_in / count_out).
 
 tests/test_fastpath.py checks, for random packet sequences, that decisions,
 rewritten bytes, entries (state, timeout, expiry, flags, in_pkts), destination
@@ -38,10 +42,12 @@ from itertools import repeat
 from operator import and_, attrgetter, lshift, or_
 
 import numpy as np
-from pyvs.engine import tcpstate
-from pyvs.engine.conntable import CTPL_ASSURED
-from pyvs.engine.packet import Malformed
-from pyvs.engine.service import CONN_F_NOOUTPUT, DEST_F_AVAILABLE, FWD_MASK, FWD_MASQ
+
+from pyvs.engine.csum import csum_adjust
+from pyvs.engine.model import CONN_F_NOOUTPUT, DEST_F_AVAILABLE, FWD_MASK
+from pyvs.engine.packet import Malformed, parse
+from pyvs.engine.proto import INPUT, INPUT_ONLY, OUTPUT, PROTOCOLS
+from pyvs.engine.proto.tcp import ack_keeps_state
 from pyvs.engine.verdict import ACCEPT, DROP, FORWARD
 
 ETH = 14
@@ -51,30 +57,10 @@ _WB = np.arange(ETH + 10, HDR, dtype=np.int64)  # IP checksum .. end of a TCP he
 _NOT_FAST = CONN_F_NOOUTPUT | FWD_MASK  # any of these bits: slow (or not MASQ)
 _TCP, _UDP = 6, 17
 _M48 = (1 << 48) - 1
-_IKEY, _DADDR, _DPORT, _DEST = (attrgetter(a) for a in ("ikey", "daddr", "dport", "dest"))
-
-
-# next state for an ACK event, per direction, per state (normal / secure_tcp tables)
-_ACK = tcpstate.EV_ACK
-_ACK_NEXT = {secure: tuple(tables[d][_ACK] for d in range(3))
-             for secure, tables in ((False, tcpstate._NORMAL), (True, tcpstate._DEFENSE))}
-# per direction: the states an ACK leaves unchanged
-_ACK_STAYS = {secure: tuple(frozenset(s for s, n in enumerate(rows[d]) if n == s)
-                            for d in range(3))
-              for secure, rows in _ACK_NEXT.items()}
-
-def _u16(h: np.ndarray, i: int) -> np.ndarray:
-    return (h[:, i].astype(np.int64) << 8) | h[:, i + 1]
-
-
-def _u32(h: np.ndarray, i: int) -> np.ndarray:
-    return ((h[:, i].astype(np.int64) << 24) | (h[:, i + 1].astype(np.int64) << 16)
-            | (h[:, i + 2].astype(np.int64) << 8) | h[:, i + 3])
-
-
-def _adjust(c: np.ndarray, delta: np.ndarray) -> np.ndarray:
-    """forwarders/nat.py's incremental update: 0xFFFF - ((0xFFFF - c + delta - 1) % 0xFFFF + 1)."""
-    return 0xFFFF - ((0xFFFF - c + delta - 1) % 0xFFFF + 1)
+_IKEY, _DADDR, _DPORT = (attrgetter(a) for a in ("ikey", "daddr", "dport"))
+# per secure_tcp setting, per direction: the states an ACK leaves unchanged
+_ACK_STAYS = {secure: tuple(ack_keeps_state(d, secure) for d in (INPUT, OUTPUT, INPUT_ONLY))
+              for secure in (False, True)}
 
 
 def _put16(buf: np.ndarray, at: np.ndarray, v: np.ndarray) -> None:
@@ -82,18 +68,11 @@ def _put16(buf: np.ndarray, at: np.ndarray, v: np.ndarray) -> None:
     buf[at + 1] = v & 0xFF
 
 
-def _put32(buf: np.ndarray, at: np.ndarray, v: np.ndarray) -> None:
-    buf[at] = v >> 24
-    buf[at + 1] = (v >> 16) & 0xFF
-    buf[at + 2] = (v >> 8) & 0xFF
-    buf[at + 3] = v & 0xFF
-
-
 class FastPath:
     def __init__(self, director) -> None:
         self.director = director
         self.fast = 0  # frames handled here (for `status` and the bench)
-        self.slow = 0  # frames handed to Director._packet
+        self.slow = 0  # frames handed to Director.handle
 
     # ------------------------------------------------------------------------------------
     def run(self, buf: np.ndarray, offs: np.ndarray, lens: np.ndarray,
@@ -143,37 +122,32 @@ class FastPath:
         rlo = dport.astype(np.uint64) << u48  # ... | its low 64 bits
 
         table = d.conntable
-        by_in_get = table.by_in.get
-        rs_vips_get = table.rs_vips.get
-        override = table.out_override
+        out_get = table.out_get_packed
+        in_get_many = table.in_get_many
         timeouts = d.timeouts
-        tcp_to = timeouts.tcp
-        udp_to = timeouts.udp
         secure = d.sysctl.secure_tcp == 3
         stays = _ACK_STAYS[secure]
-        out_stays, in_stays, ionly_stays = stays[tcpstate.OUTPUT], stays[tcpstate.INPUT], \
-            stays[tcpstate.INPUT_ONLY]
-        deadline = table.deadline
-        wheel_schedule = table.wheel.schedule
-        slow_packet = self._slow
+        out_stays, in_stays = stays[OUTPUT], stays[INPUT]
+        slow_packet = self.handle_slow
 
         el = elig.tolist()
         his, los, rks, rbs, rls = hi.tolist(), lo.tolist(), rk.tolist(), rbase.tolist(), \
             rlo.tolist()
-        tcp = is_tcp.tolist()
+        protos = proto.tolist()
         # the packed in keys and both first lookups of the whole batch, in C (map); they
-        # hold until a frame goes to Director._packet (which may change the table), after
+        # hold until a frame goes to Director.handle (which may change the table), after
         # which every lookup is made again at its frame's turn
         keys = list(map(or_, map(lshift, his, repeat(64, n)), los))
-        pre_vips = list(map(rs_vips_get, rks))
-        pre_in = list(map(by_in_get, keys))
+        pre_reply = table.replies_possible(rks)
+        pre_in = in_get_many(keys)
         clean = True
-        dls: dict = {}  # timeout -> deadline (the table's shared float for this batch)
 
-        out_i: list[int] = []  # fast replies: frame index, conn
+        out_i: list[int] = []  # fast replies: frame index, conn, its destination
         out_c: list = []
+        out_d: list = []
         in_i: list[int] = []  # fast requests
         in_c: list = []
+        in_d: list = []
         fast = slow = 0
         for i in range(n):
             if not el[i]:
@@ -182,48 +156,26 @@ class FastPath:
                 clean = False
                 continue
             conn = None
-            vips = pre_vips[i] if clean else rs_vips_get(rks[i])
-            if vips is not None:  # Director._packet: out_get first
-                if override:
-                    conn = override.get(keys[i])
-                if conn is None:
-                    base = (rbs[i] << 64) | rls[i]
-                    sp = rks[i] & 0xFFFF
-                    sa = (rks[i] >> 16) & 0xFFFFFFFF
-                    for vp in vips:
-                        c = by_in_get(base | vp)
-                        if (c is not None and c.dport == sp and c.flags & FWD_MASK == FWD_MASQ
-                                and int.from_bytes(c.daddr, "big") == sa):
-                            conn = c
-                            break
+            if pre_reply[i] or not clean:  # Director.handle: the reply direction first
+                r = rks[i]
+                conn = out_get(r, keys[i], (rbs[i] << 64) | rls[i],
+                               ((r >> 16) & 0xFFFFFFFF).to_bytes(4, "big"), r & 0xFFFF)
                 if conn is not None:
                     flags = conn.flags
                     dest = conn.dest
+                    p = protos[i]
                     if (flags & _NOT_FAST or dest is None or not dest.flags & DEST_F_AVAILABLE
-                            or (tcp[i] and conn.state not in out_stays)):
+                            or (p == _TCP and conn.state not in out_stays)):
                         verdicts[i] = slow_packet(buf, int(offs[i]), int(lens[i]), now)
                         slow += 1
                         clean = False
                         continue
-                    if tcp[i]:
-                        t = tcp_to[conn.state]
-                    else:
-                        t = udp_to
-                        if conn.control is not None:
-                            conn.control.state = CTPL_ASSURED
-                    conn.timeout = t
-                    old = conn.expires
-                    dl = dls.get(t)
-                    if dl is None:
-                        dl = dls[t] = deadline(now, t)
-                    conn.expires = dl
-                    if dl < old or old == 0.0:
-                        wheel_schedule(conn, dl)
                     out_i.append(i)
                     out_c.append(conn)
+                    out_d.append(dest)
                     fast += 1
                     continue
-            conn = pre_in[i] if clean else by_in_get(keys[i])
+            conn = pre_in[i] if clean else in_get_many((keys[i],))[0]
             if conn is None:
                 verdicts[i] = slow_packet(buf, int(offs[i]), int(lens[i]), now)
                 slow += 1
@@ -231,50 +183,49 @@ class FastPath:
                 continue
             flags = conn.flags
             dest = conn.dest
-            if flags & FWD_MASK != FWD_MASQ or dest is None or not dest.flags & DEST_F_AVAILABLE:
+            p = protos[i]
+            if (flags & _NOT_FAST or dest is None or not dest.flags & DEST_F_AVAILABLE
+                    or (p == _TCP and conn.state not in in_stays)):
                 verdicts[i] = slow_packet(buf, int(offs[i]), int(lens[i]), now)
                 slow += 1
                 clean = False
                 continue
-            if tcp[i]:
-                st = conn.state
-                if st not in (ionly_stays if flags & CONN_F_NOOUTPUT else in_stays):
-                    verdicts[i] = slow_packet(buf, int(offs[i]), int(lens[i]), now)
-                    slow += 1
-                    clean = False
-                    continue
-                t = tcp_to[st]
-            else:
-                t = udp_to
-            conn.timeout = t
             conn.in_pkts += 1
-            old = conn.expires
-            dl = dls.get(t)
-            if dl is None:
-                dl = dls[t] = deadline(now, t)
-            conn.expires = dl
-            if dl < old or old == 0.0:
-                wheel_schedule(conn, dl)
             in_i.append(i)
             in_c.append(conn)
+            in_d.append(dest)
             fast += 1
         self.fast += fast
         self.slow += slow
+        # what Director.handle does for each, after the lookups: the protocol's state
+        # transition (these packets keep the state) and the timer, for the whole batch
+        # (re-applying them after a later packet of the same entry changes nothing)
+        for rows, conns, direction in ((out_i, out_c, OUTPUT), (in_i, in_c, INPUT)):
+            if not conns:
+                continue
+            pr = proto[rows]
+            if (pr == pr[0]).all():  # the usual batch: one protocol
+                PROTOCOLS[int(pr[0])].keep_state_many(conns, direction, timeouts)
+            else:
+                for p in (_TCP, _UDP):
+                    group = [c for i, c in zip(rows, conns, strict=True) if protos[i] == p]
+                    PROTOCOLS[p].keep_state_many(group, direction, timeouts)
+            table.put_many(conns, now)
         if out_i:
-            self._rewrite(buf, offs, tot, proto, h, out_i, out_c, True)
+            self._rewrite(buf, offs, tot, proto, h, out_i, out_c, out_d, True)
             verdicts[out_i] = FORWARD
         if in_i:
-            self._rewrite(buf, offs, tot, proto, h, in_i, in_c, False)
+            self._rewrite(buf, offs, tot, proto, h, in_i, in_c, in_d, False)
             verdicts[in_i] = FORWARD
         return verdicts
 
     # ------------------------------------------------------------------------------------
-    def _slow(self, buf: np.ndarray, off: int, length: int, now: float) -> int:
-        """Director._packet on a copy of the IP packet; rewritten bytes are copied back."""
+    def handle_slow(self, buf: np.ndarray, off: int, length: int, now: float) -> int:
+        """Director.handle on a copy of the IP packet; rewritten bytes are copied back."""
         d = self.director
         pkt = bytearray(buf[off + ETH: off + length])
         try:
-            verdict = d._packet(pkt, 0, now)
+            verdict = d.handle(parse(pkt), pkt, 0, now)
         except Malformed as err:
             d.drops[err.reason] += 1
             return DROP
@@ -282,7 +233,7 @@ class FastPath:
             buf[off + ETH: off + ETH + len(pkt)] = np.frombuffer(pkt, dtype=np.uint8)
         return verdict
 
-    def _rewrite(self, buf, offs, tot, proto, h, rows, conns, reply: bool) -> None:
+    def _rewrite(self, buf, offs, tot, proto, h, rows, conns, dests, reply: bool) -> None:
         """SNAT (reply: source := VIP:vport) or DNAT (request: dest := RS:rport) of the
         fast frames, checksums updated as forwarders/nat.py does, and counting."""
         d = self.director
@@ -311,7 +262,7 @@ class FastPath:
         old_addr = (w[:, ai].astype(np.int64) << 16) | w[:, ai + 1]
         old_port = w[:, pi].astype(np.int64)
         delta = new_addr - old_addr
-        w[:, (ETH + 10) >> 1] = _adjust(w[:, (ETH + 10) >> 1].astype(np.int64), delta)
+        w[:, (ETH + 10) >> 1] = csum_adjust(w[:, (ETH + 10) >> 1].astype(np.int64), delta)
         w[:, ai] = new_addr >> 16
         w[:, ai + 1] = new_addr & 0xFFFF
         w[:, pi] = new_port
@@ -320,18 +271,17 @@ class FastPath:
         tcp = pr == _TCP
         if tcp.any():
             tc = (ETH + 36) >> 1
-            w[tcp, tc] = _adjust(w[tcp, tc].astype(np.int64), delta[tcp])
+            w[tcp, tc] = csum_adjust(w[tcp, tc].astype(np.int64), delta[tcp])
         udp = ~tcp
         if udp.any():
             uc = (ETH + 26) >> 1
             c = w[udp, uc].astype(np.int64)
-            nc = _adjust(c, delta[udp])
+            nc = csum_adjust(c, delta[udp])
             nc[nc == 0] = 0xFFFF
             w[udp, uc] = np.where(c != 0, nc, 0)  # UDP checksum 0 = none: left alone
         buf[o[:, None] + _WB] = hh[:, _WB]
-        # counters: per destination, then service and total (Director._in/_out_stats)
-        lens = tot[r]
-        dests = list(map(_DEST, conns))
+        # counters: per destination (Director.count_in / count_out)
+        lens = tot[r]  # destinations as they were when each frame was handled
         ids = np.fromiter(map(id, dests), np.uint64, m)
         if (ids == ids[0]).all():  # one destination (np.unique costs more)
             uniq, first, code = ids[:1], np.zeros(1, np.int64), np.zeros(m, np.int64)
@@ -340,17 +290,9 @@ class FastPath:
         k = len(uniq)
         pk = np.bincount(code, minlength=k).tolist()
         by = np.bincount(code, weights=lens, minlength=k).tolist()
-        total = d.total
+        count = d.count_out if reply else d.count_in
         for j, f in enumerate(first.tolist()):
-            dest = dests[f]
-            p, b = pk[j], int(by[j])
-            for st in (dest.stats, dest.service.stats, total):
-                if reply:
-                    st.outpkts += p
-                    st.outbytes += b
-                else:
-                    st.inpkts += p
-                    st.inbytes += b
+            count(dests[f], pk[j], int(by[j]))
 
 
 __all__ = ["FastPath"]

@@ -43,21 +43,20 @@ import os
 import re
 import socket
 
-from pyvs.engine.service import (
+from pyvs.engine.model import (
     FWD_DROUTE,
     FWD_LOCALNODE,
     FWD_MASQ,
     FWD_TUNNEL,
-    PERSISTENT_TIMEOUT_DEFAULT,
     SVC_F_ONEPACKET,
     SVC_F_PERSISTENT,
     SVC_F_SCHED1,
     SVC_F_SCHED2,
     SVC_F_SCHED3,
     DestSpec,
-    IPVSError,
     ServiceSpec,
 )
+from pyvs.engine.service import PERSISTENT_TIMEOUT_DEFAULT, IPVSError
 
 PROG = "pyvsadm"
 VERSION_LINE = "ipvsadm v1.31 2019/12/24 (compiled with popt and IPVS v1.2.1)\n"

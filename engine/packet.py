@@ -13,14 +13,7 @@ Layout conventions
   ``info.l3_off + info.ip_len`` is the end of the IP packet.
 * Addresses are packed bytes in network order (4 or 16 bytes).
 
-Checksum arithmetic
--------------------
-One's-complement sums are done modulo 0xFFFF on Python integers:
-``int.from_bytes(b, "big") % 0xFFFF`` equals the one's-complement sum of the
-16-bit words of ``b`` (2**16 == 1 mod 0xFFFF), so summing and incremental
-updates (RFC 1624) need no per-word loop.  Results are always returned in the
-canonical form a full recomputation gives (a non-zero sum folds into
-1..0xFFFF, so a checksum is never 0xFFFF except for UDP's "computed zero").
+Checksum arithmetic: engine/csum.py.
 """
 
 from __future__ import annotations
@@ -28,10 +21,13 @@ from __future__ import annotations
 import socket
 import struct
 
-try:  # only for checksums of large buffers
-    import numpy as _np
-except ImportError:  # pragma: no cover
-    _np = None
+from pyvs.engine.csum import (
+    TTL_DELTA,
+    checksum,
+    csum_adjust,
+    csum_finish,
+    pseudo_header_sum,
+)
 
 AF_INET = socket.AF_INET
 AF_INET6 = socket.AF_INET6
@@ -367,75 +363,6 @@ def parse_quoted(buf, off: int, end: int) -> PacketInfo:
 # --------------------------------------------------------------------------- checksums
 
 
-def csum_sum(data, initial: int = 0) -> int:
-    """Unfolded one's-complement accumulator of ``data`` (+ initial), mod 0xFFFF.
-
-    Returns a non-negative integer congruent to the 16-bit word sum; an odd
-    trailing byte is padded with zero as the internet checksum requires.  Pass
-    the result (plus more accumulators) to :func:`csum_finish`.
-    """
-    v = int.from_bytes(data, "big")
-    if len(data) & 1:
-        v <<= 8
-    return v + initial
-
-
-def csum_finish(acc: int) -> int:
-    """Turn an accumulator (sum of non-negative word sums) into a checksum field."""
-    if acc == 0:
-        return 0xFFFF  # all-zero data: sum 0, complement 0xFFFF
-    return 0xFFFF - ((acc - 1) % 0xFFFF + 1)
-
-
-def checksum(data, initial: int = 0) -> int:
-    """Internet checksum (RFC 1071) of ``data``; 0 when verifying valid data.
-
-    int.from_bytes is faster up to ~1.5 KB (0.27 us for 64 bytes, 3 us for
-    1500); numpy wins above (3.3 us vs 16 us at 9000 bytes), so it is used for
-    buffers over 2 KB.
-    """
-    n = len(data)
-    if n > 2048 and _np is not None:
-        v = int(_np.frombuffer(data, dtype=">u2", count=n >> 1).sum(dtype=_np.uint64))
-        if n & 1:
-            v += data[n - 1] << 8
-    else:
-        v = int.from_bytes(data, "big")
-        if n & 1:
-            v <<= 8
-    v += initial
-    if v == 0:
-        return 0xFFFF
-    return 0xFFFF - ((v - 1) % 0xFFFF + 1)
-
-
-def pseudo_header_sum(saddr: bytes, daddr: bytes, proto: int, length: int) -> int:
-    """Accumulator of the TCP/UDP/ICMPv6 pseudo-header (IPv4 or IPv6 by address size)."""
-    return int.from_bytes(saddr, "big") + int.from_bytes(daddr, "big") + proto + length
-
-
-def csum_adjust(csum: int, delta: int) -> int:
-    """RFC 1624 update of a checksum field when the covered word sum changes by delta.
-
-    ``delta`` = (sum of new words) - (sum of old words), any integer.  The
-    covered data must have a non-zero sum (true for IPv4 headers and for
-    anything including a TCP/UDP/ICMPv6 pseudo-header).
-    """
-    return 0xFFFF - ((0xFFFF - csum + delta - 1) % 0xFFFF + 1)
-
-
-def csum_replace(csum: int, old: bytes, new: bytes) -> int:
-    """Checksum after replacing an even-length field ``old`` by ``new`` (2, 4 or 16 bytes)."""
-    return 0xFFFF - (
-        (0xFFFF - csum + int.from_bytes(new, "big") - int.from_bytes(old, "big") - 1) % 0xFFFF + 1
-    )
-
-
-def csum_replace2(csum: int, old: int, new: int) -> int:
-    """Checksum after replacing a 16-bit word ``old`` by ``new`` (host integers)."""
-    return 0xFFFF - ((0xFFFF - csum + new - old - 1) % 0xFFFF + 1)
-
-
 def ipv4_header_csum(buf, l3_off: int = 0) -> int:
     """Correct IPv4 header checksum for the header at l3_off (field taken as zero)."""
     ihl = (buf[l3_off] & 15) << 2
@@ -518,7 +445,7 @@ def dec_ttl(buf, info: PacketInfo) -> int:
         ttl = buf[l3 + 8] - 1
         buf[l3 + 8] = ttl
         c = _H.unpack_from(buf, l3 + 10)[0]
-        _H.pack_into(buf, l3 + 10, 0xFFFF - ((0xFFFF - c - 0x100 - 1) % 0xFFFF + 1))
+        _H.pack_into(buf, l3 + 10, csum_adjust(c, TTL_DELTA))
     else:
         ttl = buf[l3 + 7] - 1
         buf[l3 + 7] = ttl

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 from collections.abc import Iterable
 
-from pyvs.engine.service import AF_INET, FWD_MASQ, FWD_TUNNEL, IPPROTO_TCP, format_addr
+from pyvs.engine.model import AF_INET, FWD_MASQ, FWD_TUNNEL, IPPROTO_TCP, format_addr
 
 log = logging.getLogger("pyvs.plumbing")
 

@@ -22,7 +22,7 @@ import shutil
 import subprocess
 from collections.abc import Iterable
 
-from pyvs.engine.service import FWD_MASQ, format_addr
+from pyvs.engine.model import FWD_MASQ, format_addr
 
 log = logging.getLogger("pyvs.plumbing")
 

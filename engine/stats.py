@@ -10,7 +10,7 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass
 
-from pyvs.engine.service import Stats
+from pyvs.engine.model import Stats
 
 PERIOD = 2.0
 

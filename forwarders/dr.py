@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import struct
 
-from pyvs.engine.neigh import RESOLVE_TIMEOUT, KernelRoutes, Pending, Route
+from pyvs.engine.neigh import RESOLVE_TIMEOUT, Pending, Route
 from pyvs.engine.packet import PacketInfo, dec_ttl
 from pyvs.engine.verdict import ACCEPT, DROP
-from pyvs.forwarders.tun import _RoutedForwarder, fragment_v4
+from pyvs.forwarders.base import ForwardContext
+from pyvs.forwarders.encap import fragment_v4
+from pyvs.forwarders.routed import RoutedForwarder
 
 ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
 _ETYPE = {4: struct.pack("!H", ETH_P_IP), 6: struct.pack("!H", ETH_P_IPV6)}
@@ -35,51 +37,51 @@ def dr_rewrite(buf: bytearray, info: PacketInfo) -> None:
     dec_ttl(buf, info)
 
 
-class DirectRoute(_RoutedForwarder):
+class DirectRoute(RoutedForwarder):
     name = "Route"
 
-    def __init__(self, routes: KernelRoutes | None = None) -> None:
-        super().__init__(routes)
+    def __init__(self) -> None:
+        super().__init__()
         self.pending: dict[tuple[int, bytes], tuple[Route, Pending]] = {}
 
-    def to_real(self, director, buf, info, conn) -> int:
-        return self._xmit(director, buf, info, conn, False)
+    def to_real(self, ctx, buf, info, conn) -> int:
+        return self._xmit(ctx, buf, info, conn, False)
 
-    def icmp_to_real(self, director, buf, info, inner, conn) -> int:
-        return self._xmit(director, buf, info, conn, True)
+    def icmp_to_real(self, ctx, buf, info, inner, conn) -> int:
+        return self._xmit(ctx, buf, info, conn, True)
 
-    def _xmit(self, director, buf, info: PacketInfo, conn, icmp: bool) -> int:
-        routes = self.routes
+    def _xmit(self, ctx: ForwardContext, buf, info: PacketInfo, conn, icmp: bool) -> int:
+        routes = ctx.routes
         daddr = conn.daddr
         route = routes.route(daddr)
         if route is None:
-            director.drops["no-route"] += 1
+            ctx.drops["no-route"] += 1
             return DROP
         if route.local:
             return ACCEPT  # local real server: the director's own stack takes it
         if route.gateway is not None:
-            director.drops["dr-not-on-link"] += 1
+            ctx.drops["dr-not-on-link"] += 1
             return DROP
         if info.ttl <= 1:
-            return self.time_exceeded(director, buf, info)
+            return self.time_exceeded(ctx, buf, info)
         dr_rewrite(buf, info)
         l3 = info.l3_off
         packet = bytes(buf[l3 : l3 + info.ip_len])
         packets = [packet]
         if info.ip_len > route.mtu:
             if info.version == 6 or info.df:
-                return self.too_big(director, buf, info, route.mtu, icmp)
+                return self.too_big(ctx, buf, info, route.mtu, icmp)
             packets = fragment_v4(packet, route.mtu, self.next_ident())
         key = (route.ifindex, daddr)
         waiting = self.pending.get(key)
         if waiting is not None:
             if key in routes.poll():
-                self._try_flush(director, key)
+                self._try_flush(ctx, key)
                 waiting = self.pending.get(key)
             if waiting is not None:
                 for p in packets:
                     if not waiting[1].push(p, None):
-                        director.drops["neigh-queue-full"] += 1
+                        ctx.drops["neigh-queue-full"] += 1
                 return DROP
         mac = routes.mac(route, daddr)
         if mac is None:
@@ -88,26 +90,24 @@ class DirectRoute(_RoutedForwarder):
                 pend.push(p, None)
             self.pending[key] = (route, pend)
             return DROP
-        out = director.l2_outbox
+        out = ctx.l2_outbox
         for p in packets:
             out.append((route.ifname, ethernet_frame(mac, route.lladdr, p)))
         return DROP
 
-    def _try_flush(self, director, key) -> None:
+    def _try_flush(self, ctx: ForwardContext, key) -> None:
         route, pend = self.pending[key]
-        mac = self.routes.mac(route, key[1])
+        mac = ctx.routes.mac(route, key[1])
         if mac is not None:
             for p, _ in pend.frames:
-                director.l2_outbox.append((route.ifname, ethernet_frame(mac, route.lladdr, p)))
+                ctx.l2_outbox.append((route.ifname, ethernet_frame(mac, route.lladdr, p)))
             del self.pending[key]
-        elif self.routes.clock() - pend.since > RESOLVE_TIMEOUT:
-            director.drops["neigh-failed"] += len(pend.frames)
+        elif ctx.routes.clock() - pend.since > RESOLVE_TIMEOUT:
+            ctx.drops["neigh-failed"] += len(pend.frames)
             del self.pending[key]
 
-    def tick(self, director) -> None:
-        """Periodic: take kernel notifications, flush resolved queues, expire failed ones."""
-        if self._routes is None:
-            return
-        self._routes.poll()
+    def tick(self, ctx: ForwardContext) -> None:
+        """Periodic: flush the queues whose neighbour resolved, expire failed ones (the
+        director drains the kernel's notifications first)."""
         for key in list(self.pending):
-            self._try_flush(director, key)
+            self._try_flush(ctx, key)

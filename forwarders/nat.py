@@ -2,7 +2,7 @@
 
 Pure functions over ``(buf, info)`` where ``info`` is the
 :class:`engine.packet.PacketInfo` of the packet in ``buf``.  See
-ipvs-semantics.md 6.1 and 6.6 and the kernel's ``tcp_dnat_handler`` /
+docs/ipvs-semantics.md ("Masquerading", "ICMP errors") and the kernel's ``tcp_dnat_handler`` /
 ``udp_snat_handler`` / ``ip_vs_nat_icmp`` (ip_vs_proto_*.c, ip_vs_core.c).
 
 * ``dnat`` / ``snat`` update every checksum incrementally (RFC 1624): the
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import struct
 
+from pyvs.engine.csum import csum_adjust
 from pyvs.engine.packet import (
     IPPROTO_ICMP,
     IPPROTO_SCTP,
@@ -40,7 +41,7 @@ from pyvs.engine.packet import (
     set_l4_checksum,
 )
 from pyvs.engine.verdict import FORWARD
-from pyvs.forwarders import Forwarder
+from pyvs.forwarders.base import Forwarder
 
 __all__ = ["dnat", "snat", "dnat_icmp", "snat_icmp"]
 
@@ -62,14 +63,14 @@ def _l4_update(buf, info: PacketInfo, delta: int, port_off: int, oldport: int,
         if co >= 0:
             c = _unpack_H(buf, co)[0]
             if proto == IPPROTO_TCP:
-                _pack_H(buf, co, 0xFFFF - ((0xFFFF - c + delta - 1) % 0xFFFF + 1))
+                _pack_H(buf, co, csum_adjust(c, delta))
             elif c != 0:  # UDP: 0 = no checksum (IPv4), left alone
-                c = 0xFFFF - ((0xFFFF - c + delta - 1) % 0xFFFF + 1)
+                c = csum_adjust(c, delta)
                 _pack_H(buf, co, c if c else 0xFFFF)
     elif co >= 0 and proto != IPPROTO_ICMP:
         # ICMPv6 (pseudo-header covers addresses); plain ICMP has none.
         c = _unpack_H(buf, co)[0]
-        _pack_H(buf, co, 0xFFFF - ((0xFFFF - c + delta - 1) % 0xFFFF + 1))
+        _pack_H(buf, co, csum_adjust(c, delta))
     elif proto == IPPROTO_SCTP and info.has_ports and newport != oldport:
         raise NotImplementedError("SCTP port rewrite needs CRC32c")
 
@@ -81,14 +82,14 @@ def dnat(buf, info: PacketInfo, daddr: bytes, dport: int) -> None:
     if info.version == 4:
         buf[l3 + 16 : l3 + 20] = daddr
         c = l3 + 10
-        _pack_H(buf, c, 0xFFFF - ((0xFFFF - _unpack_H(buf, c)[0] + delta - 1) % 0xFFFF + 1))
+        _pack_H(buf, c, csum_adjust(_unpack_H(buf, c)[0], delta))
     else:
         buf[l3 + 24 : l3 + 40] = daddr
     if info.proto == IPPROTO_TCP and info.csum_off >= 0:  # fast path: unfragmented TCP
         co = info.csum_off
         _pack_H(buf, info.l4_off + 2, dport)
         delta += dport - info.dport
-        _pack_H(buf, co, 0xFFFF - ((0xFFFF - _unpack_H(buf, co)[0] + delta - 1) % 0xFFFF + 1))
+        _pack_H(buf, co, csum_adjust(_unpack_H(buf, co)[0], delta))
         info.dport = dport
     else:
         _l4_update(buf, info, delta, 2, info.dport, dport)
@@ -104,14 +105,14 @@ def snat(buf, info: PacketInfo, saddr: bytes, sport: int) -> None:
     if info.version == 4:
         buf[l3 + 12 : l3 + 16] = saddr
         c = l3 + 10
-        _pack_H(buf, c, 0xFFFF - ((0xFFFF - _unpack_H(buf, c)[0] + delta - 1) % 0xFFFF + 1))
+        _pack_H(buf, c, csum_adjust(_unpack_H(buf, c)[0], delta))
     else:
         buf[l3 + 8 : l3 + 24] = saddr
     if info.proto == IPPROTO_TCP and info.csum_off >= 0:
         co = info.csum_off
         _pack_H(buf, info.l4_off, sport)
         delta += sport - info.sport
-        _pack_H(buf, co, 0xFFFF - ((0xFFFF - _unpack_H(buf, co)[0] + delta - 1) % 0xFFFF + 1))
+        _pack_H(buf, co, csum_adjust(_unpack_H(buf, co)[0], delta))
         info.sport = sport
     else:
         _l4_update(buf, info, delta, 0, info.sport, sport)
@@ -134,7 +135,7 @@ def _nat_icmp(buf, info: PacketInfo, inner: PacketInfo, addr: bytes, port: int,
         buf[ia : ia + 4] = addr
         c = l3 + 10
         delta = _from_bytes(addr, "big") - _from_bytes(old, "big")
-        _pack_H(buf, c, 0xFFFF - ((0xFFFF - _unpack_H(buf, c)[0] + delta - 1) % 0xFFFF + 1))
+        _pack_H(buf, c, csum_adjust(_unpack_H(buf, c)[0], delta))
         set_ipv4_header_csum(buf, il3)
     else:
         if outer_dst:
@@ -177,14 +178,23 @@ def snat_icmp(buf, info: PacketInfo, inner: PacketInfo, saddr: bytes, sport: int
 
 
 class Masquerade(Forwarder):
-    """ip_vs_nat_xmit: rewrite the destination to the real server; the stack routes it."""
+    """ip_vs_nat_xmit: rewrite the destination to the real server; the stack routes it.
+    Replies come back through the director and are rewritten back (handle_response)."""
 
     name = "Masq"
 
-    def to_real(self, director, buf, info, conn) -> int:
+    def to_real(self, ctx, buf, info, conn) -> int:
         dnat(buf, info, conn.daddr, conn.dport)
         return FORWARD
 
-    def icmp_to_real(self, director, buf, info, inner, conn) -> int:
+    def icmp_to_real(self, ctx, buf, info, inner, conn) -> int:
         dnat_icmp(buf, info, inner, conn.daddr, conn.dport)
+        return FORWARD
+
+    def to_client(self, ctx, buf, info, conn) -> int:
+        snat(buf, info, conn.vaddr, conn.vport)
+        return FORWARD
+
+    def icmp_to_client(self, ctx, buf, info, inner, conn) -> int:
+        snat_icmp(buf, info, inner, conn.vaddr, conn.vport)
         return FORWARD

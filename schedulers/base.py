@@ -24,7 +24,7 @@ from pyvs.engine.clock import Clock, MonotonicClock
 from pyvs.engine.sysctl import Sysctl
 
 if TYPE_CHECKING:
-    from pyvs.engine.service import Destination, Flow, VirtualService
+    from pyvs.engine.model import Destination, Flow, VirtualService
 
 
 @dataclass

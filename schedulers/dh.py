@@ -10,13 +10,7 @@ AVAILABLE, has weight > 0 and is not OVERLOAD; there is no fallback.
 
 from __future__ import annotations
 
-from pyvs.engine.service import (
-    DEST_F_AVAILABLE,
-    DEST_F_OVERLOAD,
-    Destination,
-    Flow,
-    VirtualService,
-)
+from pyvs.engine.model import DEST_F_AVAILABLE, DEST_F_OVERLOAD, Destination, Flow, VirtualService
 from pyvs.schedulers.base import Scheduler
 from pyvs.schedulers.hashing import fold, hash_32
 from pyvs.schedulers.registry import register

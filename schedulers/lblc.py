@@ -18,7 +18,7 @@ min((entries - 16384) * 4/3, 8192) are gone.
 
 from __future__ import annotations
 
-from pyvs.engine.service import Destination, Flow, VirtualService
+from pyvs.engine.model import Destination, Flow, VirtualService
 from pyvs.schedulers.base import Scheduler
 from pyvs.schedulers.hashing import fold, hash_32
 from pyvs.schedulers.registry import register

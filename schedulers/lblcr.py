@@ -17,7 +17,7 @@ Expiry as lblc (expire(now), sysctl lblcr_expiration).
 
 from __future__ import annotations
 
-from pyvs.engine.service import DEST_F_AVAILABLE, DEST_F_OVERLOAD, Destination, Flow, VirtualService
+from pyvs.engine.model import DEST_F_AVAILABLE, DEST_F_OVERLOAD, Destination, Flow, VirtualService
 from pyvs.schedulers.base import Scheduler
 from pyvs.schedulers.lblc import LocalityTable, lblc_overloaded
 from pyvs.schedulers.registry import register

@@ -29,15 +29,15 @@ import errno
 from functools import lru_cache
 from math import gcd
 
-from pyvs.engine.service import (
+from pyvs.engine.model import (
     DEST_F_OVERLOAD,
     SVC_F_SCHED_MH_FALLBACK,
     SVC_F_SCHED_MH_PORT,
     Destination,
     Flow,
-    IPVSError,
     VirtualService,
 )
+from pyvs.engine.service import IPVSError
 from pyvs.schedulers.base import Scheduler
 from pyvs.schedulers.hashing import flow_hash_key, fold, hsiphash_u32
 from pyvs.schedulers.registry import register

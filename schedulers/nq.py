@@ -7,7 +7,7 @@ no active connection is returned at once; otherwise the sed comparison
 
 from __future__ import annotations
 
-from pyvs.engine.service import DEST_F_OVERLOAD, Destination, Flow, VirtualService
+from pyvs.engine.model import DEST_F_OVERLOAD, Destination, Flow, VirtualService
 from pyvs.schedulers.base import Scheduler
 from pyvs.schedulers.registry import register
 

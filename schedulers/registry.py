@@ -7,7 +7,6 @@ through the `pyvs.schedulers` entry-point group, or are named directly as
 
 from __future__ import annotations
 
-import errno
 import importlib
 import importlib.util
 from importlib.metadata import entry_points
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING
 from pyvs.schedulers.base import Scheduler, SchedulerEnv
 
 if TYPE_CHECKING:
-    from pyvs.engine.service import VirtualService
+    from pyvs.engine.model import VirtualService
 
 BUILTIN = ("rr", "wrr", "lc", "wlc", "sed", "nq", "dh", "sh", "lblc", "lblcr", "mh", "fo",
            "ovf", "twos")
@@ -83,15 +82,16 @@ def lookup(name: str) -> type[Scheduler] | None:
             or _load_entry_point(name))
 
 
-def create(name: str, svc: VirtualService, env: SchedulerEnv) -> Scheduler:
-    """Bind a new scheduler instance to svc, or raise ENOENT as the kernel does."""
-    from pyvs.engine.service import IPVSError
+class SchedulerNotFound(LookupError):
+    """No scheduler of that name (the control plane answers ENOENT, as the kernel does)."""
 
+
+def create(name: str, svc: VirtualService, env: SchedulerEnv) -> Scheduler:
+    """Bind a new scheduler instance to svc."""
     cls = lookup(name)
     if cls is None:
-        raise IPVSError(errno.ENOENT, "Scheduler or persistence engine not found")
-    sched = cls(svc, env)
-    return sched
+        raise SchedulerNotFound(name)
+    return cls(svc, env)
 
 
 def available() -> list[str]:

@@ -17,7 +17,7 @@ decision with an index hint that add/del keep current.
 
 from __future__ import annotations
 
-from pyvs.engine.service import DEST_F_OVERLOAD, Destination, Flow, VirtualService
+from pyvs.engine.model import DEST_F_OVERLOAD, Destination, Flow, VirtualService
 from pyvs.schedulers.base import Scheduler
 from pyvs.schedulers.registry import register
 

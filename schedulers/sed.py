@@ -7,7 +7,7 @@ non-OVERLOAD ones replace it on (active(least)+1) * w(d) > (active(d)+1) * w(lea
 
 from __future__ import annotations
 
-from pyvs.engine.service import DEST_F_OVERLOAD, Destination, Flow, VirtualService
+from pyvs.engine.model import DEST_F_OVERLOAD, Destination, Flow, VirtualService
 from pyvs.schedulers.base import Scheduler
 from pyvs.schedulers.registry import register
 

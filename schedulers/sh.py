@@ -16,7 +16,7 @@ rotated offset), failing at the first empty one, returning the first usable.
 
 from __future__ import annotations
 
-from pyvs.engine.service import (
+from pyvs.engine.model import (
     DEST_F_OVERLOAD,
     SVC_F_SCHED_SH_FALLBACK,
     SVC_F_SCHED_SH_PORT,

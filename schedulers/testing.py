@@ -11,18 +11,18 @@ import random
 from collections.abc import Iterable
 
 from pyvs.engine.clock import VirtualClock
-from pyvs.engine.service import (
+from pyvs.engine.model import (
     AF_INET,
     AF_INET6,
     IPPROTO_TCP,
     DestSpec,
     Flow,
     ServiceSpec,
-    ServiceTable,
     VirtualService,
     format_addr,
     pack_addr,
 )
+from pyvs.engine.service import ServiceTable
 from pyvs.schedulers.base import SchedulerEnv
 
 VIP = "192.0.2.1"

@@ -12,7 +12,7 @@ weighted_least() is shared with lblc/lblcr, whose fallback
 
 from __future__ import annotations
 
-from pyvs.engine.service import DEST_F_OVERLOAD, Destination, Flow, VirtualService
+from pyvs.engine.model import DEST_F_OVERLOAD, Destination, Flow, VirtualService
 from pyvs.schedulers.base import Scheduler
 from pyvs.schedulers.registry import register
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+
 from pyvs.bench import traffic
 
 

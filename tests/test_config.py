@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pyvs.engine.clock import VirtualClock
 from pyvs.engine.config import RulesError, load_rules
 from pyvs.engine.director import Director

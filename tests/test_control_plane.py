@@ -7,9 +7,10 @@ import subprocess
 import sys
 
 import pytest
+
 from pyvs.engine.clock import VirtualClock
 from pyvs.engine.director import Director
-from pyvs.engine.service import AF_INET, FWD_MASQ, DestSpec, ServiceSpec, Stats, pack_addr
+from pyvs.engine.model import AF_INET, FWD_MASQ, DestSpec, ServiceSpec, Stats, pack_addr
 from pyvs.engine.stats import Estimator
 from pyvs.engine.sysctl import Sysctl, SysctlError
 
@@ -125,10 +126,11 @@ def test_the_daemon_tick_keeps_the_connection_table_out_of_gc_scans():
     are still freed by reference counting when they expire)."""
     import gc
 
-    from pyvs.engine.conntable import Conn
-    from pyvs.engine.daemon import keep_long_lived_out_of_gc
     from test_fastpath import make_director
     from test_port_small_batch import _l4_packet
+
+    from pyvs.engine.conntable import Conn
+    from pyvs.engine.daemon import keep_long_lived_out_of_gc
 
     d = make_director()
     before = gc.get_freeze_count()

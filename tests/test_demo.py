@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 
 import pytest
+
 from pyvs.engine.demo import run_demo
 
 pytestmark = pytest.mark.lab

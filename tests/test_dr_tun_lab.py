@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from pyvs.engine.lab import DrLab, TunLab, servers
 from pyvs.engine.runner import DirectorProcess
 

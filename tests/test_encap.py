@@ -16,12 +16,14 @@ import struct
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scapy.layers.inet import ICMP, IP, TCP, UDP, defragment
+from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6
+from scapy.layers.l2 import Ether
+from scapy.packet import Raw
+
 from pyvs.engine.clock import VirtualClock
 from pyvs.engine.director import Director
-from pyvs.engine.neigh import Route
-from pyvs.engine.packet import parse
-from pyvs.engine.realserver import decapsulate
-from pyvs.engine.service import (
+from pyvs.engine.model import (
     AF_INET,
     AF_INET6,
     FWD_DROUTE,
@@ -31,13 +33,12 @@ from pyvs.engine.service import (
     ServiceSpec,
     pack_addr,
 )
+from pyvs.engine.neigh import Route
+from pyvs.engine.packet import parse
+from pyvs.engine.realserver import decapsulate
 from pyvs.engine.verdict import ACCEPT, DROP
 from pyvs.forwarders.dr import dr_rewrite, ethernet_frame
-from pyvs.forwarders.tun import ecn_encapsulate, encapsulate, fragment_v4
-from scapy.layers.inet import ICMP, IP, TCP, UDP, defragment
-from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6
-from scapy.layers.l2 import Ether
-from scapy.packet import Raw
+from pyvs.forwarders.encap import ecn_encapsulate, encapsulate, fragment_v4
 
 addr4 = st.builds(lambda n: struct.pack("!I", 0xC6120000 | n), st.integers(0, 0x1FFFF))
 addr6 = st.builds(lambda n: pack_addr("2001:db8::")[:8] + n.to_bytes(8, "big"),
@@ -234,10 +235,9 @@ VIP, RS = "198.18.1.1", "198.18.3.11"
 
 
 def director_with(fwd, routes, rs=RS, vip=VIP, af=AF_INET):
-    d = Director(clock=VirtualClock())
+    d = Director(clock=VirtualClock(), routes=routes)
     key = d.services.add_service(ServiceSpec(af, 6, pack_addr(vip), 80, scheduler="rr")).key
     d.services.add_dest(key, DestSpec(pack_addr(rs), 80, fwd=fwd, weight=1))
-    d.forwarders[fwd]._routes = routes
     return d
 
 

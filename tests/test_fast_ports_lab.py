@@ -15,6 +15,7 @@ import subprocess
 
 import pytest
 from labhelp import add_service
+
 from pyvs.engine.lab import NatLab, servers
 from pyvs.engine.runner import DirectorProcess
 

@@ -14,6 +14,7 @@ import struct
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from pyvs.engine import ipvsadm
 from pyvs.engine.clock import VirtualClock
 from pyvs.engine.director import Director

@@ -11,6 +11,7 @@ import socket
 from types import SimpleNamespace
 
 import pytest
+
 from pyvs.engine.clock import VirtualClock
 from pyvs.engine.ipvsadm import run
 from pyvs.engine.service import ServiceTable

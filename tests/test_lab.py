@@ -9,6 +9,7 @@ import subprocess
 import time
 
 import pytest
+
 from pyvs.engine.lab import LabError, NatLab, cleanup_stale, down_by_name, lab_down, lab_up
 from pyvs.engine.lab import netns as nx
 from pyvs.engine.lab.servers import pattern_sha256

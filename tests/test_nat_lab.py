@@ -12,6 +12,7 @@ import sys
 
 import pytest
 from labhelp import add_service
+
 from pyvs.engine.lab import NatLab, servers
 from pyvs.engine.runner import DirectorProcess
 

@@ -5,8 +5,6 @@ import struct
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pyvs.engine import packet as P
-from pyvs.forwarders import nat
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_NOP
 from scapy.layers.inet6 import (
     ICMPv6DestUnreach,
@@ -21,6 +19,9 @@ from scapy.layers.inet6 import (
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from scapy.utils import checksum as scapy_checksum
+
+from pyvs.engine import packet as P
+from pyvs.forwarders import nat
 
 HSET = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -6,8 +6,6 @@ import struct
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pyvs.engine import packet as P
-from pyvs.engine.packet import Malformed, parse
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, IPOption_NOP
 from scapy.layers.inet6 import (
     ICMPv6DestUnreach,
@@ -23,6 +21,10 @@ from scapy.layers.inet6 import (
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from scapy.utils import checksum as scapy_checksum
+
+from pyvs.engine import csum as C
+from pyvs.engine import packet as P
+from pyvs.engine.packet import Malformed, parse
 
 HSET = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -318,7 +320,7 @@ def test_parse_icmp_error_v6():
 @HSET
 @given(st.binary(max_size=3000))
 def test_checksum_matches_scapy(data):
-    assert P.checksum(data) == scapy_checksum(data)
+    assert C.checksum(data) == scapy_checksum(data)
 
 
 @HSET
@@ -342,7 +344,7 @@ def test_csum_replace_rfc1624(seed, data, d):
     if len(data) & 1:
         data = data + b"\x01"
     data = struct.pack("!H", seed | 1) + data  # non-zero sum, like any real header
-    c = P.checksum(data)
+    c = C.checksum(data)
     for size in (2, 4, 16):
         if len(data) < size + 2:
             continue
@@ -351,7 +353,7 @@ def test_csum_replace_rfc1624(seed, data, d):
         changed = data[:off] + new + data[off + size :]
         if int.from_bytes(changed, "big") == 0:
             continue
-        assert P.csum_replace(c, data[off : off + size], new) == P.checksum(changed)
+        assert C.csum_replace(c, data[off : off + size], new) == C.checksum(changed)
 
 
 # ---------------------------------------------------------------- TTL, ICMP builders
@@ -441,6 +443,6 @@ def test_may_send_icmp_error():
 @pytest.mark.parametrize("n", [2049, 2050, 9000, 65535])
 def test_checksum_large_buffers(n):
     data = bytes((i * 7919 + 13) & 0xFF for i in range(n))
-    assert P.checksum(data) == scapy_checksum(data)
-    assert P.checksum(bytearray(data)) == scapy_checksum(data)
-    assert P.checksum(bytes(n)) == 0xFFFF
+    assert C.checksum(data) == scapy_checksum(data)
+    assert C.checksum(bytearray(data)) == scapy_checksum(data)
+    assert C.checksum(bytes(n)) == 0xFFFF

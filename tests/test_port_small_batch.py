@@ -17,12 +17,13 @@ import struct
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_fastpath import CLIENTS, RS, VIPB, ip_packet, make_director, snapshot
+
 from pyvs.engine.io import batch
 from pyvs.engine.io.batch import BatchPipeline
 from pyvs.engine.io.mmsg import MmsgSender
 from pyvs.engine.io.rxring import TP_STATUS_CSUMNOTREADY
 from pyvs.engine.packet import parse, set_ipv4_header_csum, set_l4_checksum
-from test_fastpath import CLIENTS, RS, VIPB, ip_packet, make_director, snapshot
 
 ETH = bytes(6) + bytes(6) + b"\x08\x00"
 UNRESOLVED = RS[2]  # no neighbour entry: the frame goes to the kernel

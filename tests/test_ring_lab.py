@@ -9,6 +9,7 @@ import time
 
 import pytest
 from labhelp import add_service, answers_every_probe
+
 from pyvs.engine.lab import NatLab
 from pyvs.engine.runner import DirectorProcess
 

@@ -10,7 +10,8 @@ from collections import Counter
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pyvs.engine.service import (
+
+from pyvs.engine.model import (
     DEST_F_OVERLOAD,
     IPPROTO_UDP,
     SVC_F_SCHED_MH_FALLBACK,

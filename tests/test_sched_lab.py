@@ -7,6 +7,7 @@ import ipaddress
 import time
 
 import pytest
+
 from pyvs.engine.lab import NatLab
 from pyvs.engine.runner import ROOT, DirectorProcess
 from pyvs.schedulers.hashing import hash_32

@@ -8,7 +8,8 @@ ServiceTable one add at a time, so list order is newest first.
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pyvs.engine.service import DEST_F_OVERLOAD
+
+from pyvs.engine.model import DEST_F_OVERLOAD
 from pyvs.schedulers.testing import build, dest, edit, name_of, run
 
 A, B, C = "10.0.0.1", "10.0.0.2", "10.0.0.3"

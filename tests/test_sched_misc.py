@@ -4,7 +4,7 @@
 import random
 
 from pyvs.engine.clock import VirtualClock
-from pyvs.engine.service import DEST_F_OVERLOAD
+from pyvs.engine.model import DEST_F_OVERLOAD
 from pyvs.schedulers.testing import build, delete, dest, edit, flow, make_env, name_of
 
 A, B, C = "10.0.0.1", "10.0.0.2", "10.0.0.3"

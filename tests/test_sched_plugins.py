@@ -7,8 +7,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from pyvs.engine.clock import VirtualClock
-from pyvs.engine.service import DEST_F_OVERLOAD, IPVSError
+from pyvs.engine.model import DEST_F_OVERLOAD
+from pyvs.engine.service import IPVSError
 from pyvs.schedulers import registry
 from pyvs.schedulers.testing import build, dest, flow, make_env, name_of
 

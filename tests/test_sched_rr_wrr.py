@@ -9,7 +9,8 @@ from collections import Counter
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pyvs.engine.service import DEST_F_OVERLOAD
+
+from pyvs.engine.model import DEST_F_OVERLOAD
 from pyvs.schedulers.testing import add, build, delete, dest, edit, run
 from pyvs.schedulers.wrr import WeightedRoundRobin
 

@@ -15,10 +15,11 @@ from functools import cache
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pyvs.engine import tcpstate
+from scapy.layers.inet import IP, TCP, UDP
+
 from pyvs.engine.clock import VirtualClock
 from pyvs.engine.director import Director
-from pyvs.engine.service import (
+from pyvs.engine.model import (
     AF_INET,
     FWD_DROUTE,
     FWD_MASQ,
@@ -27,7 +28,8 @@ from pyvs.engine.service import (
     ServiceSpec,
     pack_addr,
 )
-from scapy.layers.inet import IP, TCP, UDP
+from pyvs.engine.proto import tcp as tcpstate
+from pyvs.engine.proto.udp import UDP_TIMEOUT
 
 VIP = "198.18.1.1"
 RS = ["198.18.2.10", "198.18.2.11", "198.18.2.12"]
@@ -88,7 +90,7 @@ def check_accounting(d: Director) -> None:
         if conn.protocol == 6:
             assert conn.timeout == tcpstate.TCP_TIMEOUTS[conn.state]
         else:
-            assert conn.timeout == tcpstate.UDP_TIMEOUT
+            assert conn.timeout == UDP_TIMEOUT
 
 
 @settings(max_examples=150, deadline=None)

@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 from labhelp import add_service, answers_every_probe
+
 from pyvs.engine.lab import DrLab, NatLab, TunLab, servers
 from pyvs.engine.runner import DirectorError, DirectorProcess
 

@@ -37,6 +37,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+
 from pyvs.engine.io.steer import KIND_REAL, KIND_VIP, target_key
 from pyvs.engine.io.xdp import partial_checksum, partial_checksums
 

@@ -15,6 +15,7 @@ import socket
 import struct
 
 import numpy as np
+
 from pyvs.engine.io.netdev import interface_mtu
 
 SOL_PACKET = 263

@@ -25,6 +25,8 @@ from __future__ import annotations
 import struct
 
 import numpy as np
+
+from pyvs.engine.csum import csum_fold
 from pyvs.engine.io import steer, xsk
 from pyvs.engine.io.batch import SMALL_BATCH, BatchPipeline
 from pyvs.engine.io.netdev import director_interfaces, interface_mtu, set_offloads
@@ -56,9 +58,7 @@ def partial_checksums(buf: np.ndarray, offs: np.ndarray, lens: np.ndarray) -> np
     ihl = (h[:, 14] & 15).astype(np.int64) << 2
     s4 = w[:, 13:17].sum(axis=1, dtype=np.int64) + (w[:, 8] - ihl)  # addresses, L4 length
     s6 = w[:, 11:27].sum(axis=1, dtype=np.int64) + w[:, 9]
-    s = np.where(v4, s4, s6) + proto
-    s = (s & 0xFFFF) + (s >> 16)
-    s = (s & 0xFFFF) + (s >> 16)
+    s = csum_fold(np.where(v4, s4, s6) + proto)
     field = np.where(v4, 14 + ihl, 54) + np.where(proto == _TCP, 16, 6)
     cand &= lens >= field + 2
     at = offs + field
@@ -87,9 +87,7 @@ def partial_checksum(frame) -> bool:
     at = l4 + (16 if proto == _TCP else 6)
     if n < at + 2:
         return False
-    s += proto
-    s = (s & 0xFFFF) + (s >> 16)
-    s = (s & 0xFFFF) + (s >> 16)
+    s = csum_fold(s + proto)
     return ((frame[at] << 8) | frame[at + 1]) == s
 
 

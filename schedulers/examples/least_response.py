@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import weakref
 
-from pyvs.engine.service import DEST_F_OVERLOAD, Destination, Flow, VirtualService
+from pyvs.engine.model import DEST_F_OVERLOAD, Destination, Flow, VirtualService
 from pyvs.schedulers.base import Scheduler, SchedulerEnv
 
 

@@ -12,7 +12,7 @@ Use it with:
 
 from __future__ import annotations
 
-from pyvs.engine.service import DEST_F_OVERLOAD, Destination, Flow, VirtualService
+from pyvs.engine.model import DEST_F_OVERLOAD, Destination, Flow, VirtualService
 from pyvs.schedulers.base import Scheduler, SchedulerEnv
 
 

@@ -1,12 +1,17 @@
-"""IPVS protocol state machines and timeouts, as data.
+"""TCP (ip_vs_proto_tcp.c): the state machine as data, and the protocol's operations.
 
-TCP: ip_vs_proto_tcp.c (tcp_states, tcp_states_dos, tcp_timeouts, set_tcp_state).
-UDP: ip_vs_proto_udp.c (one state "UDP", 300 s).
-Rows are events (syn, fin, ack, rst), columns the current state; three tables
-per mode for the directions INPUT, OUTPUT and INPUT_ONLY (DR/TUN: no replies).
+Rows are events (syn, fin, ack, rst), columns the current state; three tables per
+mode for the directions INPUT, OUTPUT and INPUT_ONLY (DR/TUN: no replies), the
+normal ones (tcp_states) and the ones used while secure_tcp is in effect
+(tcp_states_dos).  ``TCP`` holds the operations the director calls, as the kernel's
+``struct ip_vs_protocol ip_vs_protocol_tcp`` does.
 """
 
 from __future__ import annotations
+
+from pyvs.engine.accounting import intern_flags, set_active
+from pyvs.engine.model import CONN_F_NOOUTPUT, CTPL_ASSURED
+from pyvs.engine.proto.base import INPUT_ONLY, OUTPUT, Protocol
 
 # TCP states, in the kernel's index order (IP_VS_TCP_S_*)
 NONE, ESTABLISHED, SYN_SENT, SYN_RECV, FIN_WAIT, TIME_WAIT, CLOSE, CLOSE_WAIT, \
@@ -21,13 +26,6 @@ TCP_TIMEOUTS = (2, 900, 120, 60, 120, 120, 10, 60, 30, 120, 120)
 # States that count as "active" for lc/wlc (tcp_state_active_table)
 TCP_ACTIVE = frozenset({ESTABLISHED, SYN_SENT, SYN_RECV, SYNACK})
 
-UDP_STATE = 0  # IP_VS_UDP_S_NORMAL, shown as "UDP"
-UDP_TIMEOUT = 300
-ICMP_TIMEOUT = 60  # entries for ICMP (kept for completeness; ICMP is handled as errors)
-TEMPLATE_KEEPALIVE = 60  # a template still controlling connections is re-armed by 60 s
-
-# Directions
-INPUT, OUTPUT, INPUT_ONLY = 0, 1, 2
 
 # Events
 EV_SYN, EV_FIN, EV_ACK, EV_RST = range(4)
@@ -109,21 +107,53 @@ def tcp_next_state(state: int, direction: int, flags: int, secure: bool = False)
     return tables[direction][event][state]
 
 
-class Timeouts:
-    """Per-state timeouts of one director; --set changes ESTABLISHED, FIN_WAIT, UDP."""
+def ack_keeps_state(direction: int, secure: bool) -> frozenset[int]:
+    """The states an ACK-only packet leaves unchanged in ``direction`` (what the batch
+    fast path may handle without the state machine)."""
+    row = (_DEFENSE if secure else _NORMAL)[direction][EV_ACK]
+    return frozenset(s for s, new in enumerate(row) if new == s)
 
-    def __init__(self) -> None:
-        self.tcp = list(TCP_TIMEOUTS)
-        self.udp = UDP_TIMEOUT
 
-    def get_set_values(self) -> tuple[int, int, int]:
-        return (self.tcp[ESTABLISHED], self.tcp[FIN_WAIT], self.udp)
+class TcpProtocol(Protocol):
+    name = "TCP"
+    number = 6
 
-    def set_values(self, tcp: int, tcpfin: int, udp: int) -> None:
-        """ip_vs_set_timeout(): 0 leaves a value unchanged."""
-        if tcp:
-            self.tcp[ESTABLISHED] = tcp
-        if tcpfin:
-            self.tcp[FIN_WAIT] = tcpfin
-        if udp:
-            self.udp = udp
+    def conn_schedule(self, flags: int, sloppy_tcp: int) -> bool:
+        """tcp_conn_schedule(): a RST never creates a connection, and a packet without
+        SYN only with sloppy_tcp (ACK is not required: SYN+ACK may schedule)."""
+        if flags & TCP_RST:
+            return False
+        return bool(flags & TCP_SYN) or bool(sloppy_tcp)
+
+    def starts_connection(self, flags: int) -> bool:
+        """is_new_conn(): SYN set (SYN+ACK counts too)."""
+        return bool(flags & TCP_SYN)
+
+    def state_transition(self, conn, direction: int, flags: int, timeouts, secure: bool
+                         ) -> None:
+        """set_tcp_state(): the DR/TUN direction rule, the table, active/inactive
+        accounting, the template's ASSURED mark, and the new state's timeout."""
+        if conn.flags & CONN_F_NOOUTPUT:
+            if direction == OUTPUT:
+                conn.flags = intern_flags(conn.flags & ~CONN_F_NOOUTPUT)
+            else:
+                direction = INPUT_ONLY
+        new = tcp_next_state(conn.state, direction, flags, secure)
+        if new != conn.state:
+            if conn.dest is not None:
+                set_active(conn, new in TCP_ACTIVE)
+            if new == ESTABLISHED and conn.control is not None:
+                conn.control.state = CTPL_ASSURED
+            conn.state = new
+        conn.timeout = timeouts.tcp[new]
+
+    def keep_state_many(self, conns: list, direction: int, timeouts) -> None:
+        tcp = timeouts.tcp
+        for conn in conns:
+            conn.timeout = tcp[conn.state]
+
+    def state_name(self, state: int) -> str:
+        return TCP_STATE_NAMES[state]
+
+
+TCP = TcpProtocol()
