@@ -1,4 +1,4 @@
-"""The `pyvs` command: run | sysctl | lab | realserver | demo."""
+"""The `pyvs` command: run | reload | sysctl | status | lab | realserver | demo."""
 
 from __future__ import annotations
 
@@ -21,7 +21,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="pyvs[%(process)d] %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    health = _load_health(args)
+    if health is False:
+        return 1
     if args.workers > 1:
+        if health is not None:
+            sys.stderr.write("pyvs run: --keepalived/--config run with one worker\n")
+            return 2
         try:
             from pyvs.engine.workers import run_workers
         except ImportError:
@@ -29,6 +35,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 2
         return run_workers(args)
     daemon = Daemon(io=args.io, interfaces=args.interfaces)
+    daemon.health = health
     if args.rules:
         from pyvs.engine.config import RulesError, load_rules
 
@@ -54,6 +61,36 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
 
 
+def _load_health(args: argparse.Namespace):
+    """The health-checking configuration of --keepalived / --config (engine/health/):
+    None without one, False (after one line on stderr) when it is refused."""
+    path, kind = (args.keepalived, "keepalived") if args.keepalived else (args.config, "toml")
+    if not path:
+        return None
+    from pyvs.engine.health.model import ConfigError
+    from pyvs.engine.health.supervisor import HealthSupervisor, load
+
+    try:
+        return HealthSupervisor(path, kind, load(path, kind))
+    except ConfigError as err:
+        sys.stderr.write(f"pyvs run: {err}\n")
+        return False
+
+
+def cmd_reload(args: argparse.Namespace) -> int:  # noqa: ARG001
+    """Re-read the --keepalived/--config file; a broken one changes nothing."""
+    from pyvs.engine.control import client_request
+
+    try:
+        reply = client_request({"op": "reload"})
+    except (FileNotFoundError, ConnectionRefusedError):
+        sys.stderr.write("pyvs reload: no pyvs director runs in this network namespace\n")
+        return 1
+    sys.stdout.write(reply.get("out", ""))
+    sys.stderr.write(reply.get("err", ""))
+    return int(reply.get("rc", 1))
+
+
 def cmd_sysctl(args: argparse.Namespace) -> int:
     from pyvs.engine.control import client_request
 
@@ -76,8 +113,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ConnectionRefusedError):
         sys.stderr.write("pyvs status: no pyvs director runs in this network namespace\n")
         return 1
-    print(json.dumps({k: reply[k] for k in ("connections", "drops", "io", "ports", "workers")
-                      if k in reply}, indent=2))
+    print(json.dumps({k: reply[k] for k in ("connections", "drops", "io", "ports", "workers",
+                                            "health") if reply.get(k) is not None}, indent=2))
     return 0
 
 
@@ -129,7 +166,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ring/xdp interfaces (default: every interface with an address)")
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"])
+    conf = run.add_mutually_exclusive_group()
+    conf.add_argument("--keepalived", metavar="FILE",
+                      help="health checking and services from a keepalived.conf (its LVS "
+                           "part; README: Health checks)")
+    conf.add_argument("--config", metavar="FILE",
+                      help="the same from pyvs's native TOML configuration")
     run.set_defaults(func=cmd_run)
+
+    reload = sub.add_parser("reload", help="re-read the --keepalived/--config file (as "
+                            "SIGHUP); a broken file changes nothing")
+    reload.set_defaults(func=cmd_reload)
 
     sysctl = sub.add_parser("sysctl", help="read or set net.ipv4.vs.* of the running director")
     sysctl.add_argument("settings", nargs="*", metavar="NAME[=VALUE]")

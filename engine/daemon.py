@@ -52,6 +52,7 @@ class Daemon:
         self.interfaces = interfaces
         self.ports: list[Port] = []
         self.fanout_group: int | None = None  # set by engine/workers.py
+        self.health = None  # engine/health/supervisor.py, with --keepalived / --config
 
     # -- control ------------------------------------------------------------------------------
     def handle_request(self, request: dict) -> dict:
@@ -65,11 +66,17 @@ class Daemon:
             return {"rc": rc, "out": out, "err": err}
         if op == "sysctl":
             return self._sysctl(list(request.get("args", [])))
+        if op in ("health", "reload"):  # the checker process; `pyvs reload`
+            if self.health is None:
+                return {"rc": 1, "out": "", "err": "pyvs: this director runs without a "
+                        "configuration file (pyvs run --keepalived FILE | --config FILE)\n"}
+            return self.health.handle(request)
         if op == "status":
             d = self.director
             return {"rc": 0, "out": "", "err": "", "connections": len(d.conntable),
                     "drops": dict(d.drops), "io": self.io,
-                    "ports": {p.name: p.status() for p in self.ports}}
+                    "ports": {p.name: p.status() for p in self.ports},
+                    "health": self.health.status() if self.health else None}
         return {"rc": 2, "out": "", "err": f"unknown request {op!r}\n"}
 
     def _sysctl(self, args: list[str]) -> dict:
@@ -144,17 +151,25 @@ class Daemon:
         sender = RawSender()
         try:
             self.open_ports(sender)
+            self._sync_ports()
+            if self.health is not None:  # the initial table, then the checker process
+                self.health.start(lambda argv: self.handle_request(
+                    {"op": "ipvsadm", "argv": argv}), self.director)
         except BaseException:
+            self.close_ports()
             sender.close()
             listener.close()
             raise
-        self._sync_ports()
         self.running = True
 
         def stop(signum, frame):  # noqa: ARG001
             self.running = False
 
         old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        if self.health is not None:
+            old[signal.SIGHUP] = signal.signal(
+                signal.SIGHUP, lambda signum, frame: setattr(self.health, "reload_requested",
+                                                             True))
         sel = selectors.DefaultSelector()
         sel.register(listener, selectors.EVENT_READ, None)
         for port in self.ports:
@@ -181,11 +196,15 @@ class Daemon:
                     sender.flush(self.director)  # what the tick queued (DR neighbours)
                     for port in self.ports:
                         port.tick()
+                    if self.health is not None:
+                        self.health.tick()
                     keep_long_lived_out_of_gc()
                     next_tick = time.monotonic() + TICK
         finally:
             for s, handler in old.items():
                 signal.signal(s, handler)
+            if self.health is not None:
+                self.health.stop()
             sel.close()
             self.close_ports()
             sender.close()
