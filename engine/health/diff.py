@@ -21,14 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pyvs.engine.health import ipvsops
-from pyvs.engine.health.model import HealthConfig, RealServer, Target, VirtualServer
+from pyvs.engine.health.model import HealthConfig, RealServer, VirtualServer
 from pyvs.engine.health.pool import (
     CheckerState,
     ServerState,
     VsPool,
     VsState,
     initial_state,
-    real_weight,
     rs_id,
     vs_id,
 )
@@ -63,13 +62,6 @@ def initial_plan(cfg: HealthConfig, now: float) -> Plan:
         plan.collect(pool)
         plan.states[vs_id(vs)] = pool.state
     return plan
-
-
-def table_weight(t: Target, st: ServerState) -> int:
-    """The weight a destination in the table has now."""
-    if t.inhibit_on_failure and not st.alive:
-        return 0
-    return real_weight(st.effective_weight)
 
 
 def plan_reload(old: HealthConfig, states: dict[str, VsState], new: HealthConfig,
@@ -161,7 +153,7 @@ def _reload_vs(plan: Plan, ovs: VirtualServer, old: HealthConfig, ost: VsState,
             st.alive = False
         changed = any(getattr(rs, f) != getattr(old_rs[key], f) for f in TARGET_FIELDS)
         if changed and st.set:
-            npool.ops += [ipvsops.edit_dest(ref, rs, table_weight(rs, st)) for ref in common]
+            npool.ops += [ipvsops.edit_dest(ref, rs, npool.table_weight(rs)) for ref in common]
     _reload_sorry(npool, ovs, ost, nvs, opool)
     plan.collect(opool)
     for rs in nvs.real_servers:  # set_effective_weights()
@@ -175,10 +167,10 @@ def _reload_vs(plan: Plan, ovs: VirtualServer, old: HealthConfig, ost: VsState,
         for rs in nvs.real_servers:
             st = nst.servers[rs_id(rs)]
             if rs_id(rs) in reloaded and st.set:
-                npool.ops.append(ipvsops.add_dest(ref, rs, table_weight(rs, st)))
+                npool.ops.append(ipvsops.add_dest(ref, rs, npool.table_weight(rs)))
         sorry = nvs.sorry_server
         if sorry is not None and nst.sorry.set:
-            npool.ops.append(ipvsops.add_dest(ref, sorry, table_weight(sorry, nst.sorry)))
+            npool.ops.append(ipvsops.add_dest(ref, sorry, npool.table_weight(sorry)))
     npool.init_service(new_service=False, reloaded=reloaded)
     plan.collect(npool)
     return nst

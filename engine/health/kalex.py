@@ -56,6 +56,10 @@ def _decomment(line: str, where: str) -> str:
     out, quote, i = [], False, 0
     while i < len(line):
         ch = line[i]
+        if ch == "\\" and quote and i + 1 < len(line):
+            out.append(line[i:i + 2])  # an escape inside quotes stays for _split
+            i += 2
+            continue
         if ch == '"':
             quote = not quote
         elif ch == "\\" and not quote and i + 1 < len(line) and line[i + 1] in "#!":
@@ -71,6 +75,18 @@ def _decomment(line: str, where: str) -> str:
     return "".join(out).strip()
 
 
+def _quoted(text: str, start: int) -> tuple[str, int]:
+    """The quoted word starting at ``text[start] == '"'`` (``\\"`` and ``\\\\`` are
+    escapes), and the index after its closing quote."""
+    out, i = [], start + 1
+    while text[i] != '"':
+        if text[i] == "\\" and text[i + 1] in '"\\':
+            i += 1
+        out.append(text[i])
+        i += 1
+    return "".join(out), i + 1
+
+
 def _split(text: str, where: str) -> list[_Word]:
     words: list[_Word] = []
     i = 0
@@ -79,9 +95,8 @@ def _split(text: str, where: str) -> list[_Word]:
         if ch in " \t\r":
             i += 1
         elif ch == '"':
-            end = text.index('"', i + 1)
-            words.append(_Word(text[i + 1:end], where, quoted=True))
-            i = end + 1
+            word, i = _quoted(text, i)
+            words.append(_Word(word, where, quoted=True))
         elif ch in "{}":
             words.append(_Word(ch, where))
             i += 1
@@ -147,7 +162,7 @@ def _include(current: Path, pattern: str, where: str, reader: _Reader) -> None:
         _read_file(Path(match), reader, where)
 
 
-def _statements(words: list[_Word], pos: int, opener: _Word | None
+def _statements(words: list[_Word], pos: int, opener: _Word | None, owner: str = ""
                 ) -> tuple[list[Statement], int]:
     out: list[Statement] = []
     while pos < len(words):
@@ -164,10 +179,11 @@ def _statements(words: list[_Word], pos: int, opener: _Word | None
             stmt.args.append(words[pos].text)
             pos += 1
         if pos < len(words) and words[pos].text == "{" and not words[pos].quoted:
-            stmt.block, pos = _statements(words, pos + 1, words[pos])
+            stmt.block, pos = _statements(words, pos + 1, words[pos], stmt.keyword)
         out.append(stmt)
     if opener is not None:
-        raise ConfigError(f"{opener.where}: block opened here is never closed (missing '}}')")
+        raise ConfigError(f"{opener.where}: {owner}: block opened here is never closed "
+                          f"(missing '}}')")
     return out, pos
 
 

@@ -31,6 +31,7 @@ from pyvs.engine.health.model import (
     VirtualServer,
 )
 from pyvs.engine.health.resolve import resolve
+from pyvs.schedulers import registry
 
 U32 = 2**32 - 1
 LVS_MAX_TIMEOUT = 86400 * 31
@@ -140,6 +141,14 @@ def read_hex(words: list[str], wildcards: bool, st: Statement) -> str:
     return "".join(out)
 
 
+def _scheduler(st: Statement) -> str:
+    name = _one(st)
+    if registry.lookup(name) is None:
+        raise ConfigError(f"{st.where}: {st.keyword}: no scheduler {name!r} (have: "
+                          f"{', '.join(registry.available())})")
+    return name
+
+
 def _method(st: Statement, t: Target | VirtualServer) -> None:
     """lvs_method NAT|DR|TUN [type ipip|gue port N|gre] [nocsum|csum|remcsum]."""
     words = [a.upper() for a in st.args]
@@ -178,8 +187,8 @@ COMMON_TIMING = {
 VS_TABLE: dict[str, tuple[str, Callable]] = {
     **COMMON_TIMING,
     "retry": ("retry", _uint(1, U32)),
-    "lvs_sched": ("lvs_sched", lambda st: _one(st)),
-    "lb_algo": ("lvs_sched", lambda st: _one(st)),
+    "lvs_sched": ("lvs_sched", lambda st: _scheduler(st)),
+    "lb_algo": ("lvs_sched", lambda st: _scheduler(st)),
     "persistence_engine": ("persistence_engine", _choice("sip")),
     "protocol": ("protocol", _choice("TCP", "UDP", "SCTP")),
     "inhibit_on_failure": ("inhibit_on_failure", _bool),

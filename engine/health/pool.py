@@ -120,6 +120,16 @@ class VsPool:
     def log(self, text: str) -> None:
         self.lines.append(text)
 
+    def table_weight(self, t: Target) -> int:
+        """The weight a destination in the table has now: 0 while inhibited down or
+        displaced by the sorry server (which itself has its weight only while serving)."""
+        st, sorry = self.server(t), self.state.sorry
+        if t is self.vs.sorry_server:
+            return real_weight(st.effective_weight) if st.alive else 0
+        if (t.inhibit_on_failure and not st.alive) or (sorry is not None and sorry.alive):
+            return 0
+        return real_weight(st.effective_weight)
+
     # -- ipvs_cmd() ------------------------------------------------------------------------
     def ipvs_cmd(self, add: bool, t: Target, force_remove: bool = False,
                  failed: int | None = None) -> None:

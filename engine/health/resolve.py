@@ -23,7 +23,6 @@ from pyvs.engine.health.model import (
     Target,
     VirtualServer,
 )
-from pyvs.schedulers import registry
 
 DEFAULT_RETRY = {"DNS_CHECK": 3, "MISC_CHECK": 0}
 DEFAULT_DELAY_BEFORE_RETRY = {"HTTP_GET": 3.0, "SSL_GET": 3.0, "DNS_CHECK": None}
@@ -37,14 +36,11 @@ def resolve(cfg: HealthConfig) -> HealthConfig:
         if vs.group and cfg.group(vs.group) is None:
             raise ConfigError(f"{vs.where}: virtual_server_group {vs.group} is not defined")
         vs.lvs_method = vs.lvs_method or "NAT"
-        if registry.lookup(vs.lvs_sched) is None:
-            raise ConfigError(f"{vs.where}: lvs_sched {vs.lvs_sched}: no such scheduler "
-                              f"(have: {', '.join(registry.available())})")
         refs = ipvsops.services(vs, cfg)
         for ref in refs:
             if ref.key() in seen:
-                raise ConfigError(f"{vs.where}: {ref.text()} is already defined at "
-                                  f"{seen[ref.key()]}")
+                raise ConfigError(f"{vs.where}: virtual_server {ref.text()} is already "
+                                  f"defined at {seen[ref.key()]}")
             seen[ref.key()] = vs.where
         _check_families(vs, refs)
         keys = set()

@@ -31,9 +31,9 @@ import time
 from collections.abc import Callable
 
 from pyvs.engine.health import ipvsops, model
-from pyvs.engine.health.diff import Plan, initial_plan, plan_reload, table_weight
+from pyvs.engine.health.diff import Plan, initial_plan, plan_reload
 from pyvs.engine.health.model import ConfigError, HealthConfig
-from pyvs.engine.health.pool import VsState, rs_id, vs_id
+from pyvs.engine.health.pool import VsPool, VsState, rs_id, vs_id
 from pyvs.engine.health.procutil import die_with_parent
 
 log = logging.getLogger("pyvs.health")
@@ -57,21 +57,25 @@ def check_runtime(cfg: HealthConfig) -> None:
     from pyvs.engine.health.checks import ping
 
     for vs in cfg.virtual_servers:
-        scripts = [(vs.where, s) for s in (vs.quorum_up, vs.quorum_down) if s]
+        scripts = [(vs.where, name, getattr(vs, name)) for name in ("quorum_up", "quorum_down")]
         for rs in vs.real_servers:
-            scripts += [(rs.where, s) for s in (rs.notify_up, rs.notify_down) if s]
+            scripts += [(rs.where, name, getattr(rs, name))
+                        for name in ("notify_up", "notify_down")]
             for c in rs.checkers:
                 if c.kind == "MISC_CHECK":
-                    scripts.append((c.where, c.misc_path))
+                    scripts.append((c.where, "misc_path", c.misc_path))
                 if c.kind == "PING_CHECK" and (why := ping.available()):
                     raise ConfigError(f"{c.where}: PING_CHECK: {why}")
-        for where, script in scripts:
+        for where, name, script in scripts:
+            if not script:
+                continue
             try:
                 argv = shlex.split(script)
             except ValueError as err:
-                raise ConfigError(f"{where}: {script!r}: {err}") from None
+                raise ConfigError(f"{where}: {name}: {script!r}: {err}") from None
             if not argv or shutil.which(argv[0]) is None:
-                raise ConfigError(f"{where}: {script!r}: no such executable")
+                raise ConfigError(f"{where}: {name}: {argv[0] if argv else script!r}: no such "
+                                  f"executable")
 
 
 def stamp(when: float) -> str:
@@ -256,12 +260,13 @@ class HealthSupervisor:
             state = self.states.get(vs_id(vs))
             if state is None:
                 continue
+            pool = VsPool(vs, self.cfg, state)
             servers = []
             for rs in vs.real_servers:
                 st = state.servers[rs_id(rs)]
                 servers.append({
                     "server": rs_id(rs), "state": "up" if st.alive else "down",
-                    "in_table": st.set, "weight": table_weight(rs, st) if st.set else None,
+                    "in_table": st.set, "weight": pool.table_weight(rs) if st.set else None,
                     "since": stamp(st.since) if st.since else None, "reason": st.reason,
                     "checkers": [{"type": c.kind, "state": "up" if cs.up else "down",
                                   "since": stamp(cs.since) if cs.since else None,
