@@ -37,7 +37,7 @@ async def http_once(host: str, port: int, path: str, bind: str | None, timeout: 
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host, port, local_addr=local), timeout)
         writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
-        data = await asyncio.wait_for(reader.read(1 << 16), timeout)
+        data = await asyncio.wait_for(reader.read(), timeout)  # HTTP/1.0: until close
     except (OSError, TimeoutError) as err:
         return False, None, type(err).__name__ if isinstance(err, TimeoutError) else str(err)
     finally:
