@@ -244,10 +244,11 @@ class HealthSupervisor:
         if self.child is not None and self.child.poll() is None:
             self.child.send_signal(signal.SIGUSR1)
         counts = collections.Counter(argv[0] for argv in plan.ops)
-        names = {"-A": "services added", "-D": "services removed", "-E": "services edited",
-                 "-a": "real servers added", "-d": "real servers removed",
-                 "-e": "real servers edited"}
-        done = ", ".join(f"{counts[k]} {v}" for k, v in names.items() if counts[k]) or \
+        names = {"-A": ("service", "added"), "-D": ("service", "removed"),
+                 "-E": ("service", "edited"), "-a": ("real server", "added"),
+                 "-d": ("real server", "removed"), "-e": ("real server", "edited")}
+        done = ", ".join(f"{counts[k]} {noun}{'s' if counts[k] > 1 else ''} {verb}"
+                         for k, (noun, verb) in names.items() if counts[k]) or \
             "no change to the IPVS table"
         out = f"{self.path} reloaded (configuration {self.generation}): {done}\n"
         log.info("%s", out.strip())
