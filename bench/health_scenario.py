@@ -11,6 +11,7 @@ synchronisation.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import signal
@@ -26,6 +27,9 @@ from pyvs.engine.lab.netns import LabError
 from pyvs.engine.runner import ROOT, DirectorProcess
 
 VIP = NatLab.VIP
+# the checker timing of the detection scenarios, and the issue's bound on removal
+DELAY_LOOP, CONNECT_TIMEOUT, RETRY, DELAY_BEFORE_RETRY = 1.0, 0.5, 1, 0.5
+BOUND = DELAY_LOOP + RETRY * (CONNECT_TIMEOUT + DELAY_BEFORE_RETRY) + 1.0
 
 
 def wait_for(cond: Callable[[], object], timeout: float, what: str, every: float = 0.05):
@@ -197,3 +201,37 @@ def failure_window(records: list[Outcome], bad: Callable[[Outcome], bool]
     """(how many outcomes are bad, first and last bad send time)."""
     times = [o.t for o in records if bad(o)]
     return len(times), (min(times) if times else None), (max(times) if times else None)
+
+
+def http_conf(lab: NatLab, digest: bool = False) -> str:
+    """A NAT web farm on the lab's real servers, one HTTP_GET each."""
+    servers = []
+    for rs in lab.real_server_list():
+        body = f"{rs['name']}\n".encode()
+        dig = f"digest {hashlib.md5(body).hexdigest()}" if digest else ""
+        servers.append(f"""
+    real_server {rs['addr']} 80 {{
+        weight 1
+        HTTP_GET {{
+            url {{
+                path /
+                {dig}
+            }}
+            connect_timeout {CONNECT_TIMEOUT}
+            retry {RETRY}
+            delay_before_retry {DELAY_BEFORE_RETRY}
+        }}
+    }}""")
+    return f"""
+! a typical web farm: NAT, round robin, one HTTP check per real server
+global_defs {{
+    router_id LVS_LAB
+}}
+virtual_server {NatLab.VIP} 80 {{
+    delay_loop {DELAY_LOOP}
+    lb_algo rr
+    lb_kind NAT
+    protocol TCP
+{''.join(servers)}
+}}
+"""

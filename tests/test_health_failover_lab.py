@@ -112,10 +112,22 @@ def test_sorry_server_serves_when_all_are_down_and_leaves_when_one_is_back(lab, 
     assert not any(o.server == "rs4" for o in records if o.t < t0)
 
 
+def script(path: Path, word: str) -> str:
+    return f"\"/bin/sh -c 'echo {word} >> {path}'\""
+
+
 def test_quorum_brings_the_sorry_server_in_below_it_and_out_above_it(lab, tmp_path):
-    servers = {name: TCP for name in ("rs1", "rs2", "rs3")}
-    extra = f"quorum 2\n    sorry_server {RS['rs4'][:-3]} 80"
+    """...and runs quorum_up/quorum_down and notify_up/notify_down on the way."""
+    events = tmp_path / "events"
+    servers = {name: TCP for name in ("rs2", "rs3")}
+    servers["rs1"] = (f"notify_up {script(events, 'rs1-up')}\n"
+                      f"notify_down {script(events, 'rs1-down')}\n{TCP}")
+    extra = (f"quorum 2\n    sorry_server {RS['rs4'][:-3]} 80\n"
+             f"    quorum_up {script(events, 'quorum-up')}\n"
+             f"    quorum_down {script(events, 'quorum-down')}")
+    lines = lambda: events.read_text().split() if events.exists() else []  # noqa: E731
     with HealthRun(lab, conf(servers, extra), tmp_path) as run:
+        wait_for(lambda: lines() == ["quorum-up"], 10, "quorum_up at start")
         wait_for(lambda: len(weights(run.listing())) == 3, 10, "three servers")
         t0 = time.time()
         run.kill_server("rs1")
@@ -132,6 +144,8 @@ def test_quorum_brings_the_sorry_server_in_below_it_and_out_above_it(lab, tmp_pa
         run.wait_transition(RS["rs2"], "UP", t1, 10)
         assert weights(run.listing()) == {RS["rs2"]: 1, RS["rs3"]: 1}
         assert run.health()["virtual_servers"][0]["quorum"] == "up"
+        wait_for(lambda: lines() == ["quorum-up", "rs1-down", "quorum-down", "quorum-up"], 10,
+                 "the notify and quorum scripts, in order")
 
 
 FLAP = """#!/bin/sh

@@ -14,53 +14,29 @@ dead server) or a UDP entry would still be sent there after the removal.
 
 from __future__ import annotations
 
-import hashlib
 import time
 
 import pytest
 
-from pyvs.bench.health_scenario import HealthRun, Stream, epoch, failure_window, wait_for
+from pyvs.bench.health_scenario import (
+    BOUND,
+    CONNECT_TIMEOUT,
+    DELAY_BEFORE_RETRY,
+    DELAY_LOOP,
+    RETRY,
+    HealthRun,
+    Stream,
+    epoch,
+    failure_window,
+    http_conf,
+    wait_for,
+)
 from pyvs.engine.lab import NatLab
 
 pytestmark = pytest.mark.lab
 
-DELAY_LOOP, CONNECT_TIMEOUT, RETRY, DELAY_BEFORE_RETRY = 1.0, 0.5, 1, 0.5
-BOUND = DELAY_LOOP + RETRY * (CONNECT_TIMEOUT + DELAY_BEFORE_RETRY) + 1.0
 RATE, CLIENT_TIMEOUT = 50.0, 1.0
 RS1 = "198.18.2.11:80"
-
-
-def http_conf(lab: NatLab, digest: bool = False) -> str:
-    servers = []
-    for rs in lab.real_server_list():
-        body = f"{rs['name']}\n".encode()
-        dig = f"digest {hashlib.md5(body).hexdigest()}" if digest else ""
-        servers.append(f"""
-    real_server {rs['addr']} 80 {{
-        weight 1
-        HTTP_GET {{
-            url {{
-                path /
-                {dig}
-            }}
-            connect_timeout {CONNECT_TIMEOUT}
-            retry {RETRY}
-            delay_before_retry {DELAY_BEFORE_RETRY}
-        }}
-    }}""")
-    return f"""
-! a typical web farm: NAT, round robin, one HTTP check per real server
-global_defs {{
-    router_id LVS_LAB
-}}
-virtual_server {NatLab.VIP} 80 {{
-    delay_loop {DELAY_LOOP}
-    lb_algo rr
-    lb_kind NAT
-    protocol TCP
-{''.join(servers)}
-}}
-"""
 
 
 def udp_conf(lab: NatLab) -> str:

@@ -132,13 +132,29 @@ def test_pyvsadm_works_beside_the_configuration(lab, tmp_path):
         assert lab.udp_query(NatLab.VIP, 53).strip() == "rs2"  # a service of its own
 
 
+RECORDER = """
+from pyvs.engine.model import format_addr
+from pyvs.schedulers.examples.least_response import LeastResponse
+
+
+class Recorder(LeastResponse):
+    def report(self, dest, seconds):
+        super().report(dest, seconds)
+        with open(__file__ + ".reports", "a") as f:
+            f.write(f"{format_addr(dest.addr)}:{dest.port} {seconds}\\n")
+"""
+
+
 def test_native_toml_configuration_runs_the_same_checks(lab, tmp_path):
+    """...and hands the measured response times to a scheduler with report()."""
+    recorder = tmp_path / "recorder.py"
+    recorder.write_text(RECORDER)
     toml = f"""
 [[virtual_server]]
 address = "{NatLab.VIP}"
 port = 80
 delay_loop = 0.5
-lb_algo = "rr"
+lb_algo = "{recorder}:Recorder"
 lb_kind = "NAT"
 """ + "".join(f"""
   [[virtual_server.real_server]]
@@ -149,8 +165,14 @@ lb_kind = "NAT"
     connect_timeout = 0.5
     delay_before_retry = 0.3
 """ for i in (1, 2))
+    reports = tmp_path / "recorder.py.reports"
     with HealthRun(lab, toml, tmp_path, kind="toml") as run:
         wait_for(lambda: "198.18.2.12:80" in run.listing(), 10, "configured")
+        wait_for(lambda: reports.exists() and {line.split()[0] for line in
+                                               reports.read_text().splitlines()} ==
+                 {"198.18.2.11:80", "198.18.2.12:80"}, 10, "response times reported")
+        assert all(0 < float(line.split()[1]) < 0.5 for line in
+                   reports.read_text().splitlines())
         t0 = time.time()
         run.control("rs2", http="500")
         down = run.wait_transition("198.18.2.12:80", "DOWN", t0, 10)

@@ -9,7 +9,9 @@ generation; after a reload the daemon refuses stale ones and sends SIGUSR1, and
 this process fetches the new configuration and state ("hello") and carries on with
 the checkers that did not change.  It runs in the daemon's network namespace and
 dies with it (PR_SET_PDEATHSIG, set by the daemon when it starts it).  Checks never
-touch the packet path: this is a separate process.
+touch the packet path: this is a separate process, at nice 10 so that on a busy
+machine the forwarder gets the CPU first (keepalived has checker_process_priority
+for the same reason).
 """
 
 from __future__ import annotations
@@ -91,13 +93,17 @@ def action_of(ops: list[list[str]], target: str) -> str:
 
 @dataclass
 class Runtime:
-    """One checker's coroutine and the state it keeps between checks."""
+    """One checker's coroutine and the state it keeps between checks; ``pool``,
+    ``server`` and ``checker`` are the current configuration's (set at every sync)."""
 
     vs: str
     rs: str
     index: int
     identity: str
     machine: RetryMachine
+    pool: VsPool | None = None
+    server: RealServer | None = None
+    checker: Checker | None = None
     task: asyncio.Task | None = None
     last: str = ""
 
@@ -134,6 +140,7 @@ class CheckerProcess:
                     key = (vs_id(vs), rs_id(rs), i)
                     old = self.runtimes.get(key)
                     if old is not None and old.identity == c.identity():
+                        old.pool, old.server, old.checker = pool, rs, c
                         wanted[key] = old
                         continue
                     machine = machine_for(c.kind, c.retry, c.delay_loop, c.delay_before_retry,
@@ -144,7 +151,8 @@ class CheckerProcess:
                         machine.retry_it = 0  # a healthy server's new checker
                     if old is not None and old.machine.__class__ is machine.__class__:
                         machine.migrate(old.machine, st.checkers[i].up)
-                    wanted[key] = Runtime(vs_id(vs), rs_id(rs), i, c.identity(), machine)
+                    wanted[key] = Runtime(vs_id(vs), rs_id(rs), i, c.identity(), machine,
+                                          pool, rs, c)
         for key, rt in self.runtimes.items():
             if wanted.get(key) is not rt and rt.task is not None:
                 rt.task.cancel()
@@ -160,10 +168,9 @@ class CheckerProcess:
                  sum(len(vs.real_servers) for vs in cfg.virtual_servers), len(wanted),
                  self.generation)
 
-    def lookup(self, rt: Runtime) -> tuple[VsPool, RealServer, Checker]:
-        pool = self.pools[rt.vs]
-        rs = next(r for r in pool.vs.real_servers if rs_id(r) == rt.rs)
-        return pool, rs, rs.checkers[rt.index]
+    @staticmethod
+    def lookup(rt: Runtime) -> tuple[VsPool, RealServer, Checker]:
+        return rt.pool, rt.server, rt.checker
 
     # -- checking ------------------------------------------------------------------------
     async def run_checker(self, rt: Runtime, first: bool) -> None:
@@ -331,7 +338,11 @@ async def main_async() -> int:
     return 0
 
 
+NICE = 10  # checks wait seconds anyway; under CPU contention the forwarder goes first
+
+
 def main(argv: list[str] | None = None) -> int:
+    os.nice(NICE)
     args = argv if argv is not None else sys.argv[1:]
     level = args[args.index("--log-level") + 1] if "--log-level" in args[:-1] else "info"
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
@@ -340,8 +351,17 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("ignore", DeprecationWarning)
         if hasattr(asyncio, "PidfdChildWatcher"):
             asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
+    profile = os.environ.get("PYVS_CHECKER_PROFILE")  # a cProfile output file
     try:
-        return asyncio.run(main_async())
+        if not profile:
+            return asyncio.run(main_async())
+        import cProfile
+
+        prof = cProfile.Profile()
+        try:
+            return prof.runcall(asyncio.run, main_async())
+        finally:
+            prof.dump_stats(profile)
     except (OSError, RuntimeError) as err:
         log.error("checker process cannot start: %s", err)
         return 1

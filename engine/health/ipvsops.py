@@ -50,8 +50,9 @@ class ServiceRef:
 
 
 def addr_port(addr: str, port: int) -> str:
-    ip = ipaddress.ip_address(addr)
-    host = f"[{ip}]" if ip.version == 6 else str(ip)
+    """"198.18.2.11:80", "[2001:db8::1]:80" ("ADDR" alone for port 0); the parsers
+    keep addresses in their normal text form, so no parsing here (a hot path)."""
+    host = f"[{addr}]" if ":" in addr else addr
     return f"{host}:{port}" if port else host
 
 
