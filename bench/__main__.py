@@ -541,13 +541,14 @@ def markdown(res: dict) -> str:
             lines.append("")
     storm = res.get("health_storm")
     if storm:
-        w, q = storm["with_storm"], storm["without_storm"]
+        q, w, p = storm["quiet"], storm["storm"], storm["storm_checker_on_generator_cpu"]
         lines += [f"Health-check storm ({storm['checkers']} real servers checked every "
-                  f"{storm['delay_loop_s']} s, {storm['case']}): loss-free median "
-                  f"{_fmt(w['median'])} pps with it (runs {w['runs']}), {_fmt(q['median'])} "
-                  f"without (runs {q['runs']}), {storm['median_change_pct']:+.1f} %; the "
-                  f"checker process used {storm['checker_cpu_share_of_one_core']:.1%} of a "
-                  f"core.", ""]
+                  f"{storm['delay_loop_s']} s; {storm['case']}): median loss-free "
+                  f"{_fmt(q['median'])} pps quiet, {_fmt(w['median'])} with the storm "
+                  f"(median change per repeat {w['median_change_pct']:+.1f} %, checker "
+                  f"{w['checker_cpu_share_of_one_core']:.1%} of a core), {_fmt(p['median'])} "
+                  f"with the checker on the generator's CPU ({p['median_change_pct']:+.1f} %).",
+                  ""]
     for n in res.get("notes", []):
         lines.append(f"- {n}")
     return "\n".join(lines).rstrip() + "\n"

@@ -1,7 +1,8 @@
 """Does a health-check storm cost the forwarder anything?  (`python -m pyvs.bench --case storm`)
 
-The loss-free search of the NAT NFQUEUE case, run alternately with and without a
-checker storm: a second virtual service with 200 real servers, every one checked
+The loss-free search of the NAT NFQUEUE case, run with and without a checker storm
+(and with the storm's checker process pinned to the generator's CPU, to tell CPU
+contention from anything else): a second virtual service with 200 real servers, every one checked
 every second (delay_loop 1) -- 50 HTTP_GET and 50 TCP_CHECK against addresses the
 sink answers on, 50 TCP_CHECK to a closed port (refused at once) and 50 TCP_CHECK to
 addresses nobody holds (each times out after connect_timeout 1 s).  Both runs have
@@ -9,7 +10,8 @@ the very same IPVS table: the storm run is `pyvs run --keepalived storm.conf`, t
 quiet run `pyvs run --rules` with the table the storm run settled on (`pyvsadm -S`),
 so the only difference is the checker process and its traffic.  The storm service
 uses direct routing, so its 200 real servers add no reply rules to the NFQUEUE
-plumbing.  Median and spread of the runs go into the results' "health_storm".
+plumbing.  The runs, medians, spreads and per-repeat changes go into the results'
+"health_storm".
 """
 
 from __future__ import annotations
@@ -77,20 +79,30 @@ def _director(lab: BenchLab, args: tuple[str, ...], name: str) -> DirectorProces
                            log_level="warning", args=args)
 
 
+MODES = ("storm", "quiet", "storm, checker on the generator's CPU")
+
+
 def measure(bench, lab: BenchLab, configure, log, repeats: int | None = None) -> dict:
-    """``configure(director)``: the bench's own services (bench/__main__.configure_pyvs)."""
+    """``configure(director)``: the bench's own services (bench/__main__.configure_pyvs).
+    Each repeat runs the three modes back to back, in a rotating order, so slow drift
+    of a shared machine hits them alike; the changes are taken pair by pair."""
     repeats = repeats or (3 if bench.s.quick else 5)
     prepare(lab)
     conf = lab.state_dir / "storm.conf"
     conf.write_text(storm_conf())
     rules = lab.state_dir / "storm.rules"
-    with_storm, without, checker_cpu, down = [], [], [], None
+    runs: list[dict[str, float]] = []
+    cpu: dict[str, list[float]] = {m: [] for m in MODES if m != "quiet"}
+    down = None
     for i in range(repeats):
-        for storm in (True, False) if i % 2 == 0 else (False, True):
-            if storm:
-                d = _director(lab, ("--keepalived", str(conf)), f"storm-{i}")
-            else:
-                d = _director(lab, ("--rules", str(rules)), f"quiet-{i}")
+        order = MODES[i % 3:] + MODES[:i % 3]
+        if i == 0 or not rules.exists():
+            order = tuple(sorted(order, key=lambda m: m == "quiet"))  # the rules come first
+        rates: dict[str, float] = {}
+        for mode in order:
+            storm = mode != "quiet"
+            args = ("--keepalived", str(conf)) if storm else ("--rules", str(rules))
+            d = _director(lab, args, f"{mode.split(',')[0]}-{i}")
             d.start()
             try:
                 if storm:
@@ -100,37 +112,42 @@ def measure(bench, lab: BenchLab, configure, log, repeats: int | None = None) ->
                                for rs in vs["real_servers"])
                     rules.write_text(d.adm("-S", "-n").stdout)
                     pid = health["checker_pid"]
+                    if mode != "storm":
+                        os.sched_setaffinity(pid, {traffic.GEN_CPU})
                     cpu0, t0 = cpu_seconds(pid), time.monotonic()
-                rate = _search(bench, lab)
+                rates[mode] = _search(bench, lab)
                 if storm:
-                    checker_cpu.append((cpu_seconds(pid) - cpu0) / (time.monotonic() - t0))
-                    with_storm.append(rate)
-                else:
-                    without.append(rate)
-                log(f"  check storm {'on ' if storm else 'off'} (run {i + 1}/{repeats}): "
-                    f"loss-free {rate:,.0f} pps")
+                    cpu[mode].append((cpu_seconds(pid) - cpu0) / (time.monotonic() - t0))
+                log(f"  {mode} (run {i + 1}/{repeats}): loss-free {rates[mode]:,.0f} pps")
             finally:
                 d.stop()
             time.sleep(0.2)  # the director's stack forgets the rules between runs
+        runs.append(rates)
 
-    def summary(rates: list[float]) -> dict:
-        return {"runs": [round(r) for r in rates], "median": round(statistics.median(rates)),
-                "min": round(min(rates)), "max": round(max(rates)),
-                "spread_pct": round(100 * (max(rates) - min(rates)) / statistics.median(rates),
-                                    1)}
+    def summary(mode: str) -> dict:
+        rates = [r[mode] for r in runs]
+        out = {"runs": [round(r) for r in rates], "median": round(statistics.median(rates)),
+               "min": round(min(rates)), "max": round(max(rates))}
+        if mode != "quiet":
+            changes = [100 * (r[mode] / r["quiet"] - 1) for r in runs]
+            out["change_vs_quiet_pct"] = [round(c, 1) for c in changes]
+            out["median_change_pct"] = round(statistics.median(changes), 1)
+            out["checker_cpu_share_of_one_core"] = round(statistics.median(cpu[mode]), 3)
+        return out
 
     out = {
         "case": "pyvs NAT (nfqueue) loss-free, 64-byte UDP",
         "checkers": CHECKERS, "delay_loop_s": 1, "targets_down": down,
-        "with_storm": summary(with_storm), "without_storm": summary(without),
-        "checker_cpu_share_of_one_core": round(statistics.median(checker_cpu), 3),
-        "note": "runs alternate with and without the storm; same IPVS table in both",
+        "quiet": summary("quiet"), "storm": summary(MODES[0]),
+        "storm_checker_on_generator_cpu": summary(MODES[2]),
+        "note": "each repeat runs the three modes back to back (rotating order), same IPVS "
+                "table in all; changes are per repeat against the quiet run",
     }
-    out["median_change_pct"] = round(100 * (out["with_storm"]["median"] /
-                                            out["without_storm"]["median"] - 1), 1)
-    log(f"  check storm: median {out['with_storm']['median']:,} pps with, "
-        f"{out['without_storm']['median']:,} without ({out['median_change_pct']:+.1f} %); "
-        f"the checker used {out['checker_cpu_share_of_one_core']:.1%} of a core")
+    s1, s2 = out["storm"], out["storm_checker_on_generator_cpu"]
+    log(f"  check storm: loss-free median change {s1['median_change_pct']:+.1f} % "
+        f"(per repeat {s1['change_vs_quiet_pct']}), checker on the generator's CPU "
+        f"{s2['median_change_pct']:+.1f} % ({s2['change_vs_quiet_pct']}); the checker "
+        f"used {s1['checker_cpu_share_of_one_core']:.1%} of a core")
     return out
 
 
