@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -319,3 +321,16 @@ def test_runtime_checks_refuse_missing_scripts(tmp_path):
     with pytest.raises(ConfigError, match=r"k.conf:1: quorum_down: '?/nonexistent/alert"):
         load(str(path), "keepalived")
     assert os.path.exists(path)  # nothing else was touched
+
+
+def test_pyvs_run_refuses_a_bad_file_with_one_line_and_status_1(tmp_path):
+    """Refused before anything starts (no namespace needed: nothing is set up)."""
+    if os.geteuid() != 0:
+        pytest.skip("pyvs run needs root")
+    path = write(tmp_path, "k.conf", "virtual_server 198.18.1.1 80 {\n  lb_algo rr\n"
+                 "  SMTP_CHECK\n}\n")
+    r = subprocess.run([sys.executable, "-m", "pyvs.engine.cli", "run", "--keepalived",
+                        str(path)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert r.stderr == f"pyvs run: {path}:3: SMTP_CHECK: not supported by pyvs in " \
+                       f"virtual_server\n"

@@ -136,6 +136,18 @@ def test_a_down_server_stays_down_across_a_reload(tmp_path):
     assert run.dest("198.18.2.12:80").weight == 5
 
 
+def test_a_timing_change_keeps_the_checkers_results(tmp_path):
+    """keepalived's compare functions ignore retry and the delays: the checker is the
+    same one, so a down server stays down."""
+    run = Running(tmp_path, farm(BASE))
+    run.event("198.18.2.12:80", False)
+    slower = "TCP_CHECK {\n retry 4\n delay_before_retry 2\n delay_loop 9\n }"
+    assert run.reload(farm(BASE, checkers=slower)).ops == []
+    assert run.dest("198.18.2.12:80") is None
+    state = run.states[vs_id(run.cfg.virtual_servers[0])].servers["198.18.2.12:80"]
+    assert not state.alive and not state.checkers[0].up
+
+
 def test_a_server_whose_failing_checker_is_removed_comes_back(tmp_path):
     two = "TCP_CHECK { }\n        TCP_CHECK { connect_port 81 }"
     run = Running(tmp_path, farm(BASE, checkers=two))

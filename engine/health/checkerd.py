@@ -60,6 +60,12 @@ async def request(message: dict, timeout: float = 10.0) -> dict:
     return json.loads(data or b"{}")
 
 
+def params(machine: RetryMachine) -> dict:
+    """A machine's configuration (what machine_for() set), without its running state."""
+    keep = ("retry", "delay_loop", "delay_before_retry", "urls", "fast_recovery")
+    return {k: getattr(machine, k) for k in keep if hasattr(machine, k)}
+
+
 def report_crash(task: asyncio.Task) -> None:
     """A checker coroutine must never die quietly."""
     if not task.cancelled() and task.exception() is not None:
@@ -105,7 +111,6 @@ class Runtime:
     server: RealServer | None = None
     checker: Checker | None = None
     task: asyncio.Task | None = None
-    last: str = ""
 
 
 @dataclass
@@ -139,18 +144,19 @@ class CheckerProcess:
                 for i, c in enumerate(rs.checkers):
                     key = (vs_id(vs), rs_id(rs), i)
                     old = self.runtimes.get(key)
-                    if old is not None and old.identity == c.identity():
-                        old.pool, old.server, old.checker = pool, rs, c
-                        wanted[key] = old
-                        continue
                     machine = machine_for(c.kind, c.retry, c.delay_loop, c.delay_before_retry,
                                           len(c.urls), c.fast_recovery)
-                    fresh = not reload or (not st.failed() and (st.alive or any(
-                        x.has_run for x in st.checkers)))
-                    if reload and fresh:
+                    if old is not None and old.identity == c.identity():
+                        old.pool, old.server, old.checker = pool, rs, c
+                        if params(machine) != params(old.machine):
+                            machine.migrate(old.machine, st.checkers[i].up)
+                            old.machine = machine  # its timing changed: migrate_checkers()
+                        wanted[key] = old
+                        continue
+                    healthy = not st.failed() and (st.alive or any(
+                        x.has_run for x in st.checkers))
+                    if reload and healthy:
                         machine.retry_it = 0  # a healthy server's new checker
-                    if old is not None and old.machine.__class__ is machine.__class__:
-                        machine.migrate(old.machine, st.checkers[i].up)
                     wanted[key] = Runtime(vs_id(vs), rs_id(rs), i, c.identity(), machine,
                                           pool, rs, c)
         for key, rt in self.runtimes.items():
@@ -206,7 +212,6 @@ class CheckerProcess:
                 state.has_run = True
             if outcome.seconds is not None and c.kind in ("TCP_CHECK", "HTTP_GET", "SSL_GET"):
                 self.timings.append((rt.vs, rs, outcome.seconds))
-            rt.last = outcome.reason
             if rt.machine.from_start:
                 delay = max(0.0, started + delay - time.monotonic())
             await asyncio.sleep(delay)

@@ -23,6 +23,8 @@ METHODS = ("NAT", "DR", "TUN")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 DNS_TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "MX": 15, "TXT": 16, "AAAA": 28}
 WEIGHT_MAX = 65535  # what ipvsadm -w takes
+TIMING = ("where", "retry", "delay_before_retry", "delay_loop", "warmup", "alpha",
+          "log_all_failures")
 
 
 class ConfigError(ValueError):
@@ -84,10 +86,13 @@ class Checker:
     user: str | None = None
 
     def identity(self) -> str:
-        """What makes two checkers "the same" across a reload (keepalived compares
-        the checker's type and options): the JSON of everything but ``where``."""
+        """What makes two checkers "the same" across a reload: as keepalived's compare
+        functions, the type and what is checked how (addresses, ports, timeout, urls,
+        payloads, scripts), not the timing (retry, delays, warmup, alpha), so a timing
+        change keeps the checker's results."""
         d = dataclasses.asdict(self)
-        d.pop("where")
+        for name in TIMING:
+            d.pop(name)
         for url in d["urls"]:
             url.pop("where")
         return repr(sorted(d.items()))
