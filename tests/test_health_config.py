@@ -194,6 +194,8 @@ def test_includes_are_relative_to_the_including_file_and_loops_are_refused(tmp_p
     ("virtual_server 198.18.1.1 80 {\n real_server 198.18.2.11 80 {\n"
      "  UDP_CHECK {\n   payload zz\n  }\n }\n}\n", 4, "payload"),
     ("@main virtual_server 198.18.1.1 80 {\n}\n", 1, "@main"),
+    ("virtual_server fwmark 4 {\n lb_kind DR\n real_server 198.18.2.11 {\n"
+     "  TCP_CHECK {\n  }\n }\n}\n", 4, "connect_port"),
 ])
 def test_bad_directives_are_refused_with_file_line_and_name(tmp_path, text, line, name):
     path = write(tmp_path, "bad.conf", text)

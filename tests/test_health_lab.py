@@ -136,3 +136,19 @@ def test_udp_service_whose_server_stops_replying(nat_lab_factory, tmp_path):
             records = stream.stop()
     check_window(records, t_break, t_down, lambda o: not o.ok)
     assert all(o.ok for o in records if o.t > t_up)
+
+
+def test_checks_and_removal_on_the_xdp_port(nat_lab_factory, tmp_path):
+    """With --io xdp the real servers' answers to the checker are steered into AF_XDP
+    like NAT replies and handed to the kernel (nothing matches them): checking works
+    there too, with the same window."""
+    lab = nat_lab_factory(real_servers=3, clients=1)
+    with HealthRun(lab, http_conf(lab), tmp_path, io=("--io", "xdp"),
+                   sysctls=("expire_nodest_conn=1",)) as run:
+        stream = Stream(lab, lab.url(), tmp_path / "stream.jsonl", RATE, 60, CLIENT_TIMEOUT)
+        try:
+            t_break, t_down, t_up = detection_run(run, stream, "killed", RS1)
+        finally:
+            records = stream.stop()
+    check_window(records, t_break, t_down, lambda o: not o.ok)
+    assert all(o.ok for o in records if o.t > t_up)

@@ -26,6 +26,7 @@ from pyvs.engine.health.model import (
 
 DEFAULT_RETRY = {"DNS_CHECK": 3, "MISC_CHECK": 0}
 DEFAULT_DELAY_BEFORE_RETRY = {"HTTP_GET": 3.0, "SSL_GET": 3.0, "DNS_CHECK": None}
+PORTED = ("TCP_CHECK", "HTTP_GET", "SSL_GET", "UDP_CHECK", "DNS_CHECK")
 INHERITED = ("alpha", "retry", "delay_before_retry", "warmup", "delay_loop", "connect_timeout")
 
 
@@ -129,6 +130,9 @@ def _resolve_checker(rs: RealServer, c: Checker) -> None:
         c.misc_timeout = c.delay_loop  # misc_check_thread(): vs->delay_loop
     if c.kind in ("HTTP_GET", "SSL_GET") and c.virtualhost is None:
         c.virtualhost = rs.virtualhost
+    if c.kind in PORTED and c.connect_port is None and not rs.port:
+        raise ConfigError(f"{c.where}: {c.kind}: needs connect_port (real server {rs.addr} "
+                          f"has no port)")
     if c.bindto and c.connect_ip and \
             ipaddress.ip_address(c.bindto).version != ipaddress.ip_address(c.connect_ip).version:
         raise ConfigError(f"{c.where}: bindto {c.bindto} and connect_ip {c.connect_ip} are "
