@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian machine for pyvs (as root), then run the demo or the tests.
 #   bash scripts/bootstrap.sh demo   # NAT lab + pyvs + curl, shows the balancing
-#   bash scripts/bootstrap.sh test   # the whole test suite
+#   bash scripts/bootstrap.sh test   # ruff (lint), then the whole test suite
 #   bash scripts/bootstrap.sh bench  # benchmarks (see bench/README.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +31,7 @@ fi
 
 case "${1:-demo}" in
   demo) shift || true; exec .venv/bin/pyvs demo "$@" ;;
-  test) shift || true; exec .venv/bin/python -m pytest -q "$@" ;;
+  test) shift || true; .venv/bin/ruff check .; exec .venv/bin/python -m pytest -q "$@" ;;
   bench) shift || true; exec .venv/bin/python -m pyvs.bench "$@" ;;
   *) echo "usage: $0 demo|test|bench [args]" >&2; exit 2 ;;
 esac
