@@ -34,13 +34,15 @@ from pyvs.engine.packet import parse, set_ipv4_header_csum, set_l4_checksum
 from pyvs.engine.verdict import FORWARD
 
 VIP, VIP6 = "198.18.1.1", "2001:db8:1::1"
-CLIENTS = {4: [bytes((198, 18, 0, 10 + i)) for i in range(3)],
+CLIENT_ADDRS = {4: [bytes((198, 18, 0, 10 + i)) for i in range(3)],
            6: [pack_addr(f"2001:db8::{10 + i:x}") for i in range(3)]}
 RS_TEXT = {4: [f"198.18.2.{11 + i}" for i in range(3)],
            6: [f"2001:db8:2::{11 + i:x}" for i in range(3)]}
-RS = {af: [pack_addr(a) for a in addrs] for af, addrs in RS_TEXT.items()}
+RS_ADDRS = {af: [pack_addr(a) for a in addrs] for af, addrs in RS_TEXT.items()}
 VIPS = {4: pack_addr(VIP), 6: pack_addr(VIP6)}
 ETHERTYPE = {4: b"\x08\x00", 6: b"\x86\xdd"}
+# the IPv4 names tests/test_port_small_batch.py imports
+CLIENTS, RS, VIPB = CLIENT_ADDRS[4], RS_ADDRS[4], VIPS[4]
 
 
 class Service:
@@ -117,7 +119,7 @@ def make_director() -> Director:
     return d
 
 
-def ip_packet(af, proto, saddr, sport, daddr, dport, tcp_flags, payload, ttl, zero_udp_csum):
+def ip_packet_af(af, proto, saddr, sport, daddr, dport, tcp_flags, payload, ttl, zero_udp_csum):
     if proto == 6:
         l4 = struct.pack("!HHIIBBHHH", sport, dport, 1000, 2000, 5 << 4, tcp_flags, 65535,
                          0, 0) + payload
@@ -133,6 +135,12 @@ def ip_packet(af, proto, saddr, sport, daddr, dport, tcp_flags, payload, ttl, ze
     if not (af == 4 and proto == 17 and zero_udp_csum):
         set_l4_checksum(buf, parse(buf))
     return buf
+
+
+def ip_packet(proto, saddr, sport, daddr, dport, tcp_flags, payload, ttl, zero_udp_csum):
+    """An IPv4 packet (ip_packet_af for either family)."""
+    return ip_packet_af(4, proto, saddr, sport, daddr, dport, tcp_flags, payload, ttl,
+                        zero_udp_csum)
 
 
 # one event: direction, service, client, client port, real server, flags, payload,
@@ -157,16 +165,17 @@ def build(ev, d: Director | None = None) -> bytearray:
     kind, s, c, cport, r, flags, payload, zc, odd = ev
     svc = SERVICES[s]
     af, proto = svc.af, svc.proto
+    client, servers = CLIENT_ADDRS[af][c], RS_ADDRS[af]
     if r is None:
-        conn = d.conntable.in_get(proto, CLIENTS[af][c], cport, VIPS[af], svc.vport) \
+        conn = d.conntable.in_get(proto, client, cport, VIPS[af], svc.vport) \
             if d is not None else None
-        r = RS[af].index(conn.daddr) if conn is not None and conn.daddr in RS[af] else 0
+        r = servers.index(conn.daddr) if conn is not None and conn.daddr in servers else 0
     if kind == "req":
-        pkt = ip_packet(af, proto, CLIENTS[af][c], cport, VIPS[af], svc.vport, flags, payload,
-                        64, zc == 0)
+        pkt = ip_packet_af(af, proto, client, cport, VIPS[af], svc.vport, flags, payload, 64,
+                           zc == 0)
     else:
-        pkt = ip_packet(af, proto, RS[af][r], svc.rport, CLIENTS[af][c], cport, flags,
-                        payload, 63, zc == 0)
+        pkt = ip_packet_af(af, proto, servers[r], svc.rport, client, cport, flags, payload,
+                           63, zc == 0)
     if odd == 1:
         pkt = pkt[: max(1, len(pkt) - 5)]
     elif odd == 2 and proto == 6:
@@ -323,8 +332,8 @@ def established(d: Director) -> list[tuple[int, int, int, int]]:
         af = 4 if len(conn.caddr) == 4 else 6
         s = next(i for i, svc in enumerate(SERVICES) if svc.af == af
                  and svc.proto == conn.protocol and svc.vport == conn.vport)
-        out.append((s, CLIENTS[af].index(conn.caddr), conn.cport,
-                    RS[af].index(conn.daddr) if conn.daddr in RS[af] else 0))
+        out.append((s, CLIENT_ADDRS[af].index(conn.caddr), conn.cport,
+                    RS_ADDRS[af].index(conn.daddr) if conn.daddr in RS_ADDRS[af] else 0))
     return out
 
 
@@ -429,7 +438,7 @@ def test_established_flows_take_the_fast_path():
         d.process([build(syn)])
     # find where the SYN went, then answer from there and send data
     conn = next(iter(fast.conntable.by_in.values()))
-    r = RS[4].index(conn.daddr)
+    r = RS_ADDRS[4].index(conn.daddr)
     evs = [("rep", 0, 0, 40000, r, 0x12, b"", 1, 0),
            *[("req", 0, 0, 40000, 0, 0x10, b"data", 1, 0)] * 5,
            *[("rep", 0, 0, 40000, r, 0x18, b"reply", 1, 0)] * 5]
