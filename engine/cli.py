@@ -22,13 +22,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                         format="pyvs[%(process)d] %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     if args.workers > 1:
+        if args.seed is not None:
+            sys.stderr.write("pyvs run: --seed needs one worker (each worker process would "
+                             "draw its own sequence)\n")
+            return 2
         try:
             from pyvs.engine.workers import run_workers
         except ImportError:
             sys.stderr.write("pyvs: --workers is not available in this version\n")
             return 2
         return run_workers(args)
-    daemon = Daemon(io=args.io, interfaces=args.interfaces)
+    daemon = Daemon(io=args.io, interfaces=args.interfaces, seed=args.seed)
     if args.rules:
         from pyvs.engine.config import RulesError, load_rules
 
@@ -129,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ring/xdp interfaces (default: every interface with an address)")
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"])
+    run.add_argument("--seed", type=int, default=None,
+                     help="seed the schedulers' random choices (twos, plugins), so a run "
+                          "can be reproduced, e.g. by `pyvs sim --seed`")
     run.set_defaults(func=cmd_run)
 
     sysctl = sub.add_parser("sysctl", help="read or set net.ipv4.vs.* of the running director")
