@@ -1,0 +1,1 @@
+"""pyvs sim: scheduling experiments on the real director core (see docs/sim.md)."""
