@@ -77,7 +77,7 @@ class Flow:
     """One flow's addresses and its connection while the simulation runs."""
 
     __slots__ = ("index", "proto", "caddr", "cport", "vaddr", "vport", "raddr", "rport",
-                 "conn", "server", "start", "wait", "broken")
+                 "conn", "server", "start", "wait", "infos")
 
     def __init__(self, index: int, proto: int, caddr: bytes, cport: int, vaddr: bytes,
                  vport: int) -> None:
@@ -93,7 +93,7 @@ class Flow:
         self.server = -1
         self.start = 0.0
         self.wait = 0.0
-        self.broken = False
+        self.infos: list = [None, None]  # the flow level's PacketInfo per direction
 
 
 def segments(nbytes: int, per: int) -> tuple[int, int]:
@@ -188,11 +188,12 @@ class FlowLevel(Level):
 
     name = "flow"
 
-    def __init__(self, director: Director, fwd: str = "nat") -> None:
-        super().__init__(director, fwd)
-        self._infos: dict[tuple[int, int], PacketInfo] = {}
-
     def info(self, flow: Flow, direction: int) -> PacketInfo:
+        """The flow's PacketInfo for one direction (made once, its flags and lengths set
+        per run: handle() does not keep it)."""
+        info = flow.infos[direction]
+        if info is not None:
+            return info
         if direction == IN:
             src, sport, dst, dport = flow.caddr, flow.cport, flow.vaddr, flow.vport
         else:
@@ -202,6 +203,7 @@ class FlowLevel(Level):
         info.sport = sport
         info.dport = dport
         info.has_ports = True
+        flow.infos[direction] = info
         return info
 
     def run(self, flow, direction, flags, count, payload, last_payload, now) -> bool:
