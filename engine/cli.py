@@ -1,4 +1,4 @@
-"""The `pyvs` command: run | sysctl | lab | realserver | demo."""
+"""The `pyvs` command: run | sysctl | lab | realserver | demo | sim."""
 
 from __future__ import annotations
 
@@ -116,6 +116,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     clients=args.clients, scheduler=args.scheduler, io=args.io)
 
 
+def cmd_sim(args: argparse.Namespace) -> int:
+    """Scheduling experiments on the director core, no root (engine/sim/cli.py)."""
+    from pyvs.engine.sim.cli import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyvs", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -174,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--io", choices=["nfqueue", "ring", "xdp"], default="nfqueue",
                       help="the director's packet path (see `pyvs run --help`)")
     demo.set_defaults(func=cmd_demo)
+
+    from pyvs.engine.sim.cli import add_arguments as sim_arguments
+
+    sim = sub.add_parser("sim", help="simulate schedulers on the director core "
+                         "(no root, no network): metrics, JSON, CSV, plots")
+    sim_arguments(sim)
+    sim.set_defaults(func=cmd_sim)
     return parser
 
 
