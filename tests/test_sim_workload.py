@@ -122,9 +122,6 @@ def test_flow_file_round_trip(tmp_path_factory, seed, zipf):
     for name in ("f.csv", "f.json"):
         flowfile.save(wl, folder / name)
         back = flowfile.load(folder / name)
-        assert [(s.proto, s.vip, s.port) for s in back.services] == \
-            [(s.proto, s.vip, s.port) for s in wl.services if (wl.service == wl.services.index(s)).any()] \
-            or len(back.services) <= 2
         np.testing.assert_array_equal(back.start, wl.start)
         np.testing.assert_array_equal(back.duration, wl.duration)
         np.testing.assert_array_equal(back.caddr, wl.caddr)

@@ -150,7 +150,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from rich.console import Console
 
-    Console(width=max(120, Console().width)).print(output.table(comparison))
+    console = Console()
+    if not console.is_terminal:  # a pipe or a file: room for every column, no wrapping
+        console = Console(width=200)
+    console.print(output.table(comparison))
     if args.json:
         output.write_json(comparison, args.json)
     if args.csv:

@@ -139,7 +139,8 @@ def table(comparison: dict):
         row = summary_row(name, s)
         ms = [None if row[k] is None else row[k] * 1000 for k in ("response_p50",
                                                                     "response_p99")]
-        cells = [name, f"{row['flows_per_second']:,}", f"{row['events_per_second']:,}",
+        cells = [name.rsplit("/", 1)[-1], f"{row['flows_per_second']:,}",
+                 f"{row['events_per_second']:,}",
                  _fmt(row["imbalance"]), _fmt(row["jain"]),
                  _fmt(row["persistence_hit_rate"]), _fmt(ms[0], 1), _fmt(ms[1], 1),
                  str(row["refusals"]), str(row["failed"]), str(row["broken"])]
