@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -154,16 +155,17 @@ def run(args: argparse.Namespace) -> int:
     if not console.is_terminal:  # a pipe or a file: room for every column, no wrapping
         console = Console(width=200)
     console.print(output.table(comparison))
-    if args.json:
-        output.write_json(comparison, args.json)
-    if args.csv:
-        output.write_csv(comparison, args.csv, workload)
-    if args.plot:
-        from pyvs.engine.sim import plots
+    try:
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            output.write_json(comparison, args.json)
+        if args.csv:
+            output.write_csv(comparison, args.csv, workload)
+        if args.plot:
+            from pyvs.engine.sim import plots
 
-        try:
             plots.plot_all(comparison, args.plot)
-        except RuntimeError as err:
-            sys.stderr.write(f"pyvs sim: {err}\n")
-            return 2
+    except (OSError, RuntimeError) as err:
+        sys.stderr.write(f"pyvs sim: cannot write the results: {err}\n")
+        return 2
     return 0

@@ -92,8 +92,8 @@ class Cluster:
                 speeds: list[float] | None = None, queue: int | None = None,
                 service: str | None = None, fwd: str = "nat") -> Cluster:
         """n servers rs1..rsN at 198.18.2.11..; per-server lists cycle if shorter."""
-        if not 1 <= n <= 200:
-            raise ClusterError("1..200 real servers")
+        if not 1 <= n <= 1000:
+            raise ClusterError("1..1000 real servers")
         weights = weights or [1]
         speeds = speeds or [1.0]
         servers = [ServerSpec(f"rs{i + 1}", str(ipaddress.IPv4Address(SERVER_BASE + i)),
