@@ -16,7 +16,7 @@ What a scheduler may read:
 What a scheduler may be told (feedback): ``report(dest, seconds)`` carries one
 observation of a real server -- a measured response time -- from whoever measures
 it: the server model of ``pyvs sim`` (engine/sim/servers.py) once per finished
-request, and a live health checker once per check.  The kernel has no such hook;
+request; a live health checker is to call it once per check.  The kernel has no such hook;
 the base implementation ignores it, so every kernel scheduler stays kernel-identical.
 """
 
@@ -69,7 +69,7 @@ class Scheduler:
     def report(self, dest: Destination, seconds: float) -> None:
         """An observation of ``dest``: one response time in seconds, measured now
         (``self.env.clock``).  Called by the simulator's server model after every
-        finished request and by a live health checker after every check; ignored
+        finished request (a live health checker is to call it after every check); ignored
         unless a scheduler overrides it (schedulers/examples/least_response.py)."""
 
 

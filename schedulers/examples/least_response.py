@@ -2,8 +2,8 @@
 
 Not a kernel scheduler.  It overrides the feedback hook Scheduler.report(dest,
 seconds) (schedulers/base.py), which the simulator's server model calls after every
-finished request (engine/sim/servers.py) and a live health checker after every
-check; the scheduler keeps an exponentially
+finished request (engine/sim/servers.py) and a live health checker is to call
+after every check; the scheduler keeps an exponentially
 weighted moving average per destination in a WeakKeyDictionary (so deleted
 destinations vanish with their objects; dest.sched_data would work as well).
 
