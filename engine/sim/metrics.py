@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from pyvs.engine.sim.events import Event
     from pyvs.engine.sim.runner import Run
 
+# What became of a flow
+SERVED, NODEST, REFUSED, FAILED, BROKEN = range(5)
+OUTCOMES = ("served", "no_destination", "refused", "failed", "broken")
+
 
 def jain(x: np.ndarray) -> float:
     """Jain's fairness index of the loads x (1.0 = perfectly even)."""
@@ -171,8 +175,6 @@ class Recorder:
         per_weight = counts[base] / w0[base] if base.any() else np.zeros(1)
         repeats, hits = persistence_hits(wl.service, wl.caddr, self.dest)
         outcomes = np.bincount(self.outcome[self.outcome >= 0], minlength=5)
-        from pyvs.engine.sim.runner import OUTCOMES
-
         total_bytes = series["bytes"].sum(axis=0)
         per_server = {}
         for s, name in enumerate(names):
@@ -228,7 +230,7 @@ class Recorder:
             if len(open_ids):
                 oc = self.outcome[open_ids]
                 end = self.end[open_ids]
-                broken = int(((oc == 4) & (end >= t0) & (end < t1)).sum())
+                broken = int(((oc == BROKEN) & (end >= t0) & (end < t1)).sum())
             seen, moved = clients_remapped(wl.start, wl.caddr, self.dest, t0, t1)
             out.append({"event": event.label, "time": t0, "existing_flows": len(open_ids),
                         "existing_flows_remapped": broken / len(open_ids) if len(open_ids)

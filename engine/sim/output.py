@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pyvs.engine.sim.metrics import OUTCOMES
+
 SUMMARY_COLUMNS = ("scheduler", "flows", "flows_per_second", "events_per_second",
                    "imbalance", "imbalance_flows", "jain", "jain_flows",
                    "persistence_hit_rate", "response_p50", "response_p99", "refusals",
@@ -97,8 +99,6 @@ def write_csv(comparison: dict, folder: str | Path, workload=None) -> list[Path]
                 w = csv.writer(fh)
                 w.writerow(("start", "client", "sport", "server", "outcome", "response",
                             "wait"))
-                from pyvs.engine.sim.runner import OUTCOMES
-
                 for k in range(len(workload)):
                     d = int(flows["dest"][k])
                     oc = int(flows["outcome"][k])

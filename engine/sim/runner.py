@@ -40,14 +40,20 @@ from pyvs.engine.sim import schedspec
 from pyvs.engine.sim.cluster import SERVER_BASE, Cluster, ServerSpec
 from pyvs.engine.sim.drivers import LEVELS, Flow, SimRoutes
 from pyvs.engine.sim.events import ON_FAILURE, Event
-from pyvs.engine.sim.metrics import Recorder
+from pyvs.engine.sim.metrics import (  # noqa: F401 - the outcome codes, re-exported
+    BROKEN,
+    FAILED,
+    NODEST,
+    OUTCOMES,
+    REFUSED,
+    SERVED,
+    Recorder,
+)
 from pyvs.engine.sim.servers import ADMITTED, DOWN, make_servers, server_for
 from pyvs.engine.sim.workload import Workload
 from pyvs.engine.sysctl import SysctlError
 from pyvs.schedulers.base import Scheduler
 
-SERVED, NODEST, REFUSED, FAILED, BROKEN = range(5)
-OUTCOMES = ("served", "no_destination", "refused", "failed", "broken")
 SCHED_FLAGS = {"sh-fallback": SVC_F_SCHED1, "sh-port": SVC_F_SCHED2,
                "mh-fallback": SVC_F_SCHED1, "mh-port": SVC_F_SCHED2, "flag-1": SVC_F_SCHED1,
                "flag-2": SVC_F_SCHED2}
