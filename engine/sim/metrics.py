@@ -13,7 +13,9 @@ Definitions (all per unit of weight, over the servers in service with weight > 0
   the share of the flows open at the event that were later broken (their server lost
   them or the director dropped their packets) before the next event; ``clients``,
   the share of the clients active both before the event and before the next one whose
-  first flow after the event went to another server than their last flow before it.
+  first flow after the event that reached a live server went to another server than
+  their last flow before it (connections sent to a dead server before the health
+  checker noticed are not an answer yet).
 * ``refused`` (the server's queue was full), ``failed`` (sent to a dead server),
   ``no_destination`` (the director had none: ICMP unreachable), ``drops`` (the
   director's drop counters by reason).
@@ -231,7 +233,8 @@ class Recorder:
                 oc = self.outcome[open_ids]
                 end = self.end[open_ids]
                 broken = int(((oc == BROKEN) & (end >= t0) & (end < t1)).sum())
-            seen, moved = clients_remapped(wl.start, wl.caddr, self.dest, t0, t1)
+            reached = np.where(self.outcome == FAILED, -1, self.dest)  # dead server: not yet
+            seen, moved = clients_remapped(wl.start, wl.caddr, reached, t0, t1)
             out.append({"event": event.label, "time": t0, "existing_flows": len(open_ids),
                         "existing_flows_remapped": broken / len(open_ids) if len(open_ids)
                         else 0.0,
