@@ -153,9 +153,14 @@ def plot(balance_rows, disruption_rows, out: Path) -> list[Path]:
     axes[0].set_title("hash space (table entries): max / mean", fontsize=10)
     axes[1].set_title(f"{balance_rows[0]['keys']:,} random client keys: max / mean",
                       fontsize=10)
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     for ax in axes:
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_yticks([1, 1.1, 1.25, 1.5, 2, 3, 4])
         ax.set_xlabel("backends")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
@@ -241,9 +246,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keys", type=int, default=100_000)
     p.add_argument("--quick", action="store_true", help="fewer keys and sizes (a check)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--replot", action="store_true",
+                   help="redraw the plots and tables from maglev.json, no new runs")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.replot:
+        results = json.loads((out / "maglev.json").read_text())
+        plot(results["balance"], results["disruption"], out)
+        update_page(out / "maglev.md", tables(results))
+        return 0
     counts = COUNTS[:4] if args.quick else COUNTS
     sample = keys(5000 if args.quick else args.keys, args.seed)
     results: dict = {"balance": [], "disruption": [], "end_to_end": []}
