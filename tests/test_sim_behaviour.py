@@ -188,3 +188,15 @@ def test_pyvs_sim_bad_input_is_one_clear_line(args, words):
     p = pyvs("--flows", "100", *args)
     assert p.returncode == 2
     assert words in p.stderr and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+
+
+def test_response_time_series_per_server_follows_the_flows():
+    wl = workload([0.0, 0.5, 0.6, 0.7], [1.0, 1.0, 1.0, 1.0])
+    r = Run(wl, Cluster.uniform(1, capacity=1), "rr", Options(interval=1.0)).execute()
+    series = r["series"]
+    by_time = dict(zip(series["time"].tolist(), series["response"][:, 0].tolist(),
+                       strict=True))
+    assert by_time[1.0] == pytest.approx(1.0)  # finished at 1.0
+    assert by_time[2.0] == pytest.approx(1.5)  # finished at 1.5 (the interval to 2.0)
+    assert by_time[3.0] == pytest.approx(2.4)  # finished at 3.0 (arrived 0.6)
+    assert np.isnan(by_time[0.0])

@@ -148,10 +148,28 @@ class Recorder:
             return out
 
         cum_bytes, cum_conns = column(3), column(4)
-        return {"time": np.asarray(self.times), "active": column(0), "inactive": column(1),
+        times = np.asarray(self.times)
+        return {"time": times, "active": column(0), "inactive": column(1),
                 "in_system": column(2), "weight": column(5),
                 "bytes": np.diff(cum_bytes, axis=0, prepend=0),
-                "conns": np.diff(cum_conns, axis=0, prepend=0)}
+                "conns": np.diff(cum_conns, axis=0, prepend=0),
+                "response": self.response_series(times, width)}
+
+    def response_series(self, times: np.ndarray, width: int) -> np.ndarray:
+        """Mean response time per sampling interval and server, of the requests that
+        finished in the interval ending at each sample (NaN: none finished)."""
+        done = ~np.isnan(self.response) & (self.dest >= 0)
+        out = np.full((len(times), width), np.nan)
+        if not done.any() or not len(times):
+            return out
+        row = np.searchsorted(times, self.end[done], side="left").clip(0, len(times) - 1)
+        col = self.dest[done].astype(np.int64)
+        total = np.zeros((len(times), width))
+        count = np.zeros((len(times), width))
+        np.add.at(total, (row, col), self.response[done])
+        np.add.at(count, (row, col), 1)
+        np.divide(total, count, out=out, where=count > 0)
+        return out
 
     def result(self, wall: float, calls: int) -> dict:
         run = self.run

@@ -3,8 +3,8 @@
 JSON: ``{"workload": ..., "cluster": ..., "options": ..., "schedulers": {"rr": {...}}}``
 with every summary of engine/sim/metrics.py (NaN written as null).  CSV (a folder):
 ``summary.csv`` (one row per scheduler), ``<scheduler>-series.csv`` (per sample and
-server: active, inactive, in_system, bytes, conns, weight) and ``<scheduler>-flows.csv``
-(per flow: start, client, server, outcome, response, wait).
+server: active, inactive, in_system, bytes, conns, weight, mean response time) and
+``<scheduler>-flows.csv`` (per flow: start, client, server, outcome, response, wait).
 """
 
 from __future__ import annotations
@@ -87,10 +87,13 @@ def write_csv(comparison: dict, folder: str | Path, workload=None) -> list[Path]
         with path.open("w", newline="") as fh:
             w = csv.writer(fh)
             keys = ("active", "inactive", "in_system", "bytes", "conns", "weight")
-            w.writerow(("time", "server", *keys))
+            w.writerow(("time", "server", *keys, "mean_response"))
+            resp = series["response"]
             for r, t in enumerate(series["time"].tolist()):
                 for s, server in enumerate(servers):
-                    w.writerow((f"{t:.6f}", server, *(int(series[k][r, s]) for k in keys)))
+                    rt = resp[r, s]
+                    w.writerow((f"{t:.6f}", server, *(int(series[k][r, s]) for k in keys),
+                                "" if np.isnan(rt) else f"{rt:.6f}"))
         written.append(path)
         if workload is not None:
             path = folder / f"{safe_name(name)}-flows.csv"
