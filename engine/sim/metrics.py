@@ -93,11 +93,14 @@ class Recorder:
 
     def __init__(self, run: Run, n: int) -> None:
         self.run = run
-        self.dest = np.full(n, -1, dtype=np.int16)
-        self.outcome = np.full(n, -1, dtype=np.int8)
-        self.response = np.full(n, np.nan)
-        self.wait = np.full(n, np.nan)
-        self.end = np.full(n, np.nan)
+        # plain lists while running (a list store is cheaper than a numpy one),
+        # numpy arrays once result() is called
+        nan = math.nan
+        self.dest: list | np.ndarray = [-1] * n
+        self.outcome: list | np.ndarray = [-1] * n
+        self.response: list | np.ndarray = [nan] * n
+        self.wait: list | np.ndarray = [nan] * n
+        self.end: list | np.ndarray = [nan] * n
         self.interval = 1.0
         self.times: list[float] = []
         self.rows: list[tuple[list, ...]] = []  # per sample: active, inactive, in_system...
@@ -171,7 +174,15 @@ class Recorder:
         np.divide(total, count, out=out, where=count > 0)
         return out
 
+    def _to_arrays(self) -> None:
+        self.dest = np.asarray(self.dest, dtype=np.int16)
+        self.outcome = np.asarray(self.outcome, dtype=np.int8)
+        self.response = np.asarray(self.response, dtype=np.float64)
+        self.wait = np.asarray(self.wait, dtype=np.float64)
+        self.end = np.asarray(self.end, dtype=np.float64)
+
     def result(self, wall: float, calls: int) -> dict:
+        self._to_arrays()
         run = self.run
         wl = run.workload
         n = len(wl)
