@@ -57,7 +57,11 @@ from pyvs.engine.model import (
 )
 from pyvs.engine.service import IPVSError
 
-KNOWN_PES = ("sip",)
+# Persistence engines pyvs implements: none.  The kernel loads ip_vs_pe_<name> for
+# --pe and answers ENOENT when there is no such module, which is what pyvs answers
+# for every name ("Scheduler or persistence engine not found", exit 255): sip would
+# need the SIP Call-ID parser of ip_vs_pe_sip.c.
+PERSISTENCE_ENGINES: frozenset[str] = frozenset()
 
 
 def _svc_spec(ce: Command) -> ServiceSpec:
@@ -92,7 +96,7 @@ def _execute(o: Out, ce: Command, director) -> int:
         elif ce.cmd in (CMD_ADD, CMD_EDIT):
             op = "add_service" if ce.cmd == CMD_ADD else "update_service"
             spec = _svc_spec(ce)
-            if ce.pe and ce.pe not in KNOWN_PES:
+            if ce.pe and ce.pe not in PERSISTENCE_ENGINES:
                 raise IPVSError(errno.ENOENT)
             if ce.cmd == CMD_ADD:
                 table.add_service(spec)

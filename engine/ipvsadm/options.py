@@ -231,7 +231,8 @@ def _apply_option(o: Out, ce: Command, tag: str, arg: str | None, tok: str,
         ce.fwd = {"i": FWD_TUNNEL, "g": FWD_DROUTE, "m": FWD_MASQ}[tag]
     elif tag == "w":
         _set_option(o, ce, OPTC_WEIGHT)
-        ce.weight = string_to_number(arg, 0, 65535)
+        # 0..INT_MAX, the kernel's range (Debian's ipvsadm 1.31; upstream 1.31 says 65535)
+        ce.weight = string_to_number(arg, 0, INT_MAX)
         if ce.weight == -1:
             o.fail("illegal weight specified")
     elif tag == "x":

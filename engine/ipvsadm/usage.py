@@ -6,7 +6,6 @@ from pyvs.engine.ipvsadm.output import PROG
 
 VERSION_LINE = "ipvsadm v1.31 2019/12/24 (compiled with popt and IPVS v1.2.1)\n"
 SCHEDULERS = "rr|wrr|lc|wlc|lblc|lblcr|dh|sh|sed|nq|fo|ovf"
-PE_LIST = "sip"
 DEF_SCHED = "wlc"
 DEF_TUNNEL_TYPE = "ipip"
 
@@ -57,9 +56,8 @@ def usage_text() -> str:
         "  --ipv6         -6                   fwmark entry uses IPv6\n"
         f"  --scheduler    -s scheduler         one of {SCHEDULERS},\n"
         f"                                      the default scheduler is {DEF_SCHED}.\n"
-        f"  --pe            engine              alternate persistence engine may be "
-        f"{PE_LIST},\n"
-        "                                      not set by default.\n"
+        "  --pe            engine              alternate persistence engine (ipvsadm: sip;\n"
+        "                                      pyvs has none), not set by default.\n"
         "  --persistent   -p [timeout]         persistent service\n"
         "  --netmask      -M netmask           persistent granularity mask\n"
         "  --real-server  -r server-address    server-address is host (and port)\n"
