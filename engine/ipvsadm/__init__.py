@@ -32,6 +32,9 @@ Deliberate differences from ipvsadm (documented here once):
   libipvs' message for ENOPROTOOPT ("Protocol not available", what a kernel
   without that control command answers), --stop-daemon with "No daemon is
   running" (ESRCH, true: none runs), and -L --daemon prints nothing.
+* pyvs has no persistence engine: --pe NAME gets libipvs' message for the kernel's
+  ENOENT ("Scheduler or persistence engine not found", exit 255) for every NAME, sip
+  included, as from a kernel without the ip_vs_pe_NAME module.
 * Scheduler names are not truncated to 15 characters, so pyvs' "file.py:Class"
   and "module:Class" scheduler specs work.
 """
