@@ -9,15 +9,18 @@ import os
 import sys
 
 
-def _at_least_one(text: str) -> int:
-    """argparse type for counts: an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+def _in_range(low: int, high: int | None = None):
+    """argparse type: an integer in low..high (no upper bound without ``high``)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"in {low}..{high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, not {value}")
+        return value
+    return parse
 
 
 def run_option_errors(args: argparse.Namespace) -> list[str]:
@@ -143,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="packet port: nfqueue (default, faithful), ring (AF_PACKET "
                           "TPACKET_V3 rings + batch fast path) or xdp (AF_XDP sockets + the "
                           "same fast path); in ring and xdp modes fwmark/ICMP stay on NFQUEUE")
-    run.add_argument("--workers", type=_at_least_one, default=1,
+    run.add_argument("--workers", type=_in_range(1), default=1,
                      help="worker processes (ring mode, PACKET_FANOUT hash); default 1")
     run.add_argument("--interface", dest="interfaces", action="append", metavar="IF",
                      help="ring/xdp interfaces (default: every interface with an address)")
@@ -172,8 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     rs = sub.add_parser("realserver", help="tunnel-mode real server: decapsulate IPIP, GRE "
                         "and GUE into a TUN device (for hosts without tunnel modules)")
     rs.add_argument("--tun-name", default="pyvstun0")
-    rs.add_argument("--mtu", type=int, default=1480)
-    rs.add_argument("--gue-port", type=int, default=0, help="also accept GUE on this UDP port")
+    rs.add_argument("--mtu", type=_in_range(68, 65535), default=1480)
+    rs.add_argument("--gue-port", type=_in_range(0, 65535), default=0,
+                    help="also accept GUE on this UDP port (0: no GUE)")
     rs.add_argument("--ready-file", help="written once the device and sockets are ready")
     rs.add_argument("--log-level", default="info",
                     choices=["debug", "info", "warning", "error"])

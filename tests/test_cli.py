@@ -1,5 +1,6 @@
-"""`pyvs run` refuses options it would accept and not act on: a clear message on stderr,
-exit status 2 (argparse's usage error), and nothing started."""
+"""`pyvs run` refuses options it would accept and not act on, `pyvs realserver` values it
+cannot use: a clear message on stderr, exit status 2 (argparse's usage error), and
+nothing started."""
 
 from __future__ import annotations
 
@@ -15,15 +16,19 @@ from pyvs.engine import cli
     (["run", "--interface", "eth0"], "--interface needs --io ring or xdp"),
     (["run", "--io", "nfqueue", "--interface", "eth0", "--interface", "eth1"],
      "--interface needs --io ring or xdp"),
+    (["realserver", "--gue-port", "70000"],
+     "argument --gue-port: must be in 0..65535, not 70000"),
+    (["realserver", "--mtu", "40"], "argument --mtu: must be in 68..65535, not 40"),
 ])
-def test_run_refuses_options_that_would_do_nothing(argv, message, capsys, monkeypatch):
+def test_refuses_options_that_would_do_nothing(argv, message, capsys, monkeypatch):
     started = []
-    monkeypatch.setattr(cli, "cmd_run", lambda args: started.append(args) or 0)
+    for command in ("cmd_run", "cmd_realserver"):
+        monkeypatch.setattr(cli, command, lambda args: started.append(args) or 0)
     with pytest.raises(SystemExit) as exit_:
         cli.main(argv)
     assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert "pyvs run: error: " + message in err
+    assert f"pyvs {argv[0]}: error: " + message in err
     assert not started
 
 
