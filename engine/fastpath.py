@@ -63,11 +63,6 @@ _ACK_STAYS = {secure: tuple(ack_keeps_state(d, secure) for d in (INPUT, OUTPUT, 
               for secure in (False, True)}
 
 
-def _put16(buf: np.ndarray, at: np.ndarray, v: np.ndarray) -> None:
-    buf[at] = v >> 8
-    buf[at + 1] = v & 0xFF
-
-
 class FastPath:
     def __init__(self, director) -> None:
         self.director = director

@@ -183,11 +183,6 @@ def set_master(ns: str, ifname: str, master: str) -> None:
         ipr.link("set", index=_index(ipr, ifname), master=_index(ipr, master))
 
 
-def link_up(ns: str, ifname: str) -> None:
-    with NetNS(ns) as ipr:
-        ipr.link("set", index=_index(ipr, ifname), state="up")
-
-
 def add_addr(ns: str, ifname: str, cidr: str) -> None:
     """``ip -n NS addr add CIDR dev IF`` (IPv6 with ``nodad``: usable at once)."""
     iface = ipaddress.ip_interface(cidr)
