@@ -514,3 +514,16 @@ def test_option_spellings(d):
         "-A -u 1.2.3.4:53 -s rr -p 50 -M 255.255.255.128 -o\n"
         "-a -u 1.2.3.4:53 -r 10.0.0.1:5353 -m -w 8\n"
         "-A -f 9 -s rr -b flag-1\n")
+
+
+def test_sctp_services_are_refused_not_silently_accepted():
+    """pyvs forwards TCP and UDP only: an SCTP service would be accepted and do nothing,
+    so it is refused as a kernel without IPVS SCTP support refuses it."""
+    from pyvs.engine.director import Director
+
+    d = Director()
+    rc, out, err = run(["-A", "--sctp-service", "198.18.1.1:80"], "", d)
+    assert (rc, out, err) == (255, "", "Protocol not supported\n")
+    assert run(["-S", "-n"], "", d)[1] == ""
+    # a fwmark service carries no protocol and stays accepted
+    assert run(["-A", "-f", "3"], "", d)[0] == 0
