@@ -2,7 +2,7 @@
 
 Golden outputs are typed by hand from ipvsadm's printf formats (print_title,
 print_service_entry, print_largenum, print_conn) and from the examples in
-/work/shared/ipvs-semantics.md section 7; they are not produced by the module.
+docs/ipvs-semantics.md ("ipvsadm listings"); they are not produced by the module.
 """
 
 from __future__ import annotations

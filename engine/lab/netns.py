@@ -9,7 +9,7 @@ subprocess).  Two things go through subprocess, and only here:
 * running programs inside a namespace (``run`` / ``popen``), through
   ``ip netns exec``, exactly as an administrator would.
 
-Safety rules the lab relies on (see DESIGN.md "Labs and addresses"):
+Safety rules the lab relies on (the address plan: README.md, "Labs"):
 
 * veth pairs are created *inside* a lab namespace with the peer placed directly
   in another lab namespace, so no interface ever appears in the host namespace;

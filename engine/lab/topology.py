@@ -561,7 +561,7 @@ class NatLab(Lab):
 
 # ---------------------------------------------------------------------- DR and TUN labs
 
-_RS_SYSCTLS = {  # an LVS real server holding the VIP on lo (ipvs-semantics.md 6.2/6.3)
+_RS_SYSCTLS = {  # a real server holding the VIP on lo (docs/ipvs-semantics.md, "Direct routing")
     "net.ipv4.conf.all.arp_ignore": 1,
     "net.ipv4.conf.all.arp_announce": 2,
     "net.ipv4.conf.all.rp_filter": 0,
