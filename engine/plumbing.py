@@ -35,7 +35,7 @@ import subprocess
 from collections.abc import Iterable
 
 from pyvs.engine.model import format_addr
-from pyvs.engine.takes import ICMP4_ERRORS, PortKey, Takes
+from pyvs.engine.takes import ICMP4_ERRORS, PortKey, Takes, merged
 
 log = logging.getLogger("pyvs.plumbing")
 
@@ -68,34 +68,44 @@ def _icmp_errors(family: int) -> str:
     return "icmpv6 type < 128"  # every error type (ICMPV6_INFOMSG_MASK clear)
 
 
-def rules(takes: Takes) -> list[tuple[str, str]]:
-    """[(chain, rule)] that queue what ``takes`` says NFQUEUE takes, without the verdict."""
-    out: list[tuple[str, str]] = []
-    for family, ip, nfproto, quoted in ((4, "ip", "ipv4", "@th,192,32"),
-                                        (6, "ip6", "ipv6", "@th,256,128")):
-        marks = sorted(m for f, m in takes.marks if f == family)
-        if marks:
-            out.append(("requests", f"meta nfproto {nfproto} meta mark "
-                        f"{_elements(map(str, marks))}"))
-        keys = sorted(k for k in takes.requests if k.family == family)
+FRAGMENTS_PAST_THE_FIRST = ("ip frag-off & 0x1fff != 0", "frag frag-off != 0")
+
+
+def rules(takes: Takes) -> list[tuple[str, str, str]]:
+    """[(chain, verdict, rule)] that queue what ``takes`` says NFQUEUE takes.
+
+    Marked packets first; then fragments past the first leave both chains (nftables
+    reads a fragment's first bytes as ports; the model gives them no ports)."""
+    marks = [("requests", "goto to_queue", f"meta nfproto {nfproto} meta mark "
+              f"{_elements(map(str, sorted(m for f, m in takes.marks if f == family)))}")
+             for family, nfproto in ((4, "ipv4"), (6, "ipv6"))
+             if any(f == family for f, _ in takes.marks)]
+    out: list[tuple[str, str, str]] = []
+    for family, ip, quoted in ((4, "ip", "@th,192,32"), (6, "ip6", "@th,256,128")):
+        keys = merged(k for k in takes.requests if k.family == family)
         if keys:
-            out.append(("requests", f"{ip} daddr . meta l4proto . th dport "
+            out.append(("requests", "goto to_queue", f"{ip} daddr . meta l4proto . th dport "
                         f"{_elements(map(_port_element, keys))} fib daddr type local"))
         vips = sorted(a for a in takes.icmp_to if len(a) == (4 if family == 4 else 16))
         if vips:
-            out.append(("requests", f"{_icmp_errors(family)} {ip} daddr "
+            out.append(("requests", "goto to_queue", f"{_icmp_errors(family)} {ip} daddr "
                         f"{_elements(map(format_addr, vips))}"))
         if family in takes.icmp_local:
-            out.append(("requests", f"{_icmp_errors(family)} fib daddr type local"))
-        keys = sorted(k for k in takes.replies if k.family == family)
+            out.append(("requests", "goto to_queue",
+                        f"{_icmp_errors(family)} fib daddr type local"))
+        keys = merged(k for k in takes.replies if k.family == family)
         if keys:
-            out.append(("replies", f"{ip} saddr . meta l4proto . th sport "
+            out.append(("replies", "goto to_queue", f"{ip} saddr . meta l4proto . th sport "
                         f"{_elements(map(_port_element, keys))}"))
         about = sorted(a for a in takes.icmp_about if len(a) == (4 if family == 4 else 16))
         if about:  # the quoted packet's destination, at a fixed offset in the ICMP message
-            out.append(("replies", f"{_icmp_errors(family)} {quoted} "
+            out.append(("replies", "goto to_queue", f"{_icmp_errors(family)} {quoted} "
                         f"{_elements('0x' + a.hex() for a in about)}"))
-    return out
+    if not out:
+        return marks
+    later = [("requests", "return", rule) for rule in FRAGMENTS_PAST_THE_FIRST]
+    later += [("replies", "return", rule) for rule in FRAGMENTS_PAST_THE_FIRST]
+    return marks + later + out
 
 
 def table_text() -> str:
@@ -113,8 +123,8 @@ def ruleset(takes: Takes) -> str:
     """One nft transaction that replaces the rules of ``requests`` and ``replies``."""
     lines = [table_text(), f"flush chain inet {TABLE} requests",
              f"flush chain inet {TABLE} replies"]
-    lines += [f"add rule inet {TABLE} {chain} {rule} goto to_queue"
-              for chain, rule in rules(takes)]
+    lines += [f"add rule inet {TABLE} {chain} {rule} {verdict}"
+              for chain, verdict, rule in rules(takes)]
     return "\n".join(lines) + "\n"
 
 

@@ -25,7 +25,7 @@ import subprocess
 from collections.abc import Iterable
 
 from pyvs.engine.model import format_addr
-from pyvs.engine.takes import PortKey, Takes
+from pyvs.engine.takes import PortKey, Takes, merged
 
 log = logging.getLogger("pyvs.plumbing")
 
@@ -47,12 +47,12 @@ def drop_rules(takes: Takes) -> list[str]:
     """The rules of each ingress chain: drop what a fast port takes (``Takes.fast_kind``)."""
     rules = []
     for family, ip, head, ttl in (
-            (4, "ip", "ether type ip", "ip ttl > 1"),
+            (4, "ip", "ether type ip ip frag-off & 0x1fff == 0", "ip ttl > 1"),
             (6, "ip6", "ether type ip6 ip6 nexthdr { tcp, udp }", "ip6 hoplimit > 1")):
         for keys, side, extra in ((takes.fast_requests, "daddr . meta l4proto . th dport", ""),
                                   (takes.fast_replies, "saddr . meta l4proto . th sport",
                                    f" {ttl}")):
-            mine = sorted(k for k in keys if k.family == family)
+            mine = merged(k for k in keys if k.family == family)
             if mine:
                 elements = ", ".join(map(_element, mine))
                 rules.append(f"{head}{extra} {ip} {side} {{ {elements} }} drop")

@@ -84,6 +84,19 @@ class PortKey:
         return proto == self.proto and addr == self.addr and self.lo <= port <= self.hi
 
 
+def merged(keys: Iterable[PortKey]) -> list[PortKey]:
+    """The same packets as ``keys`` with overlapping or adjacent port ranges of one
+    protocol and address joined (an nftables interval set refuses overlaps), sorted."""
+    out: list[PortKey] = []
+    for k in sorted(keys):
+        last = out[-1] if out else None
+        if last and (last.proto, last.addr) == (k.proto, k.addr) and k.lo <= last.hi + 1:
+            out[-1] = PortKey(k.proto, k.addr, last.lo, max(last.hi, k.hi))
+        else:
+            out.append(k)
+    return out
+
+
 def _key(proto: int, addr: bytes, port: int) -> PortKey:
     return PortKey(proto, bytes(addr), port, port) if port else PortKey(proto, bytes(addr),
                                                                         *ANY_PORT)
@@ -91,9 +104,10 @@ def _key(proto: int, addr: bytes, port: int) -> PortKey:
 
 @dataclass(frozen=True)
 class Packet:
-    """A frame as netfilter reads it.  ``proto`` is None when netfilter would not find a
-    transport header (not IP, or a header it refuses); ``exact``: a fast port can read
-    it (valid header, and for IPv6 TCP/UDP right after the fixed header)."""
+    """A frame as netfilter reads it.  ``family`` is 0 unless netfilter accepts the IP
+    header; ``proto`` is None when it finds no transport header (not IP, a header it
+    refuses, an IPv6 extension header chain ipv6_find_hdr gives up on); ``exact``: a
+    fast port can read it (and for IPv6: TCP/UDP right after the fixed header)."""
 
     family: int = 0
     proto: int | None = None
@@ -158,8 +172,8 @@ def read(frame: bytes, mark: int = 0, local: Iterable[bytes] = (),
         if b[0] >> 4 != 6 or 40 + _u16(b, 4) > len(b):
             return Packet(mark=mark)
         found = _v6_transport(b)
-        if found is None:
-            return Packet(mark=mark)
+        if found is None:  # netfilter knows the family and the mark, nothing more
+            return Packet(family, mark=mark)
         proto, thoff, frag = found
         exact = b[6] in FAST_PROTOCOLS
     else:
@@ -264,10 +278,10 @@ class Takes:
 
     def queued_request(self, pkt: Packet) -> bool:
         """NFQUEUE takes it at prerouting (after every other prerouting hook)."""
-        if pkt.proto is None:
-            return False
         if (pkt.family, pkt.mark) in self.marks:
             return True
+        if pkt.proto is None:
+            return False
         if pkt.dport is not None and pkt.local and any(
                 k.matches(pkt.proto, pkt.daddr, pkt.dport) for k in self.requests):
             return True

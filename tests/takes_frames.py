@@ -210,8 +210,9 @@ def frame_st(draw, services, valid: bool = False) -> tuple[bytes, int]:
         dst = draw(st.sampled_from(VIPS[family]))
     if draw(st.booleans()) and kind in ("to", "mark", "none"):
         dst = draw(st.sampled_from(VIPS[family])) if kind != "to" else dst
-    if rarely(draw, 8):
-        proto = draw(st.sampled_from([TCP, UDP, SCTP, ICMP, ICMP6, 0, 47, 255]))
+    if rarely(draw, 8):  # 0 is also IPv6's hop-by-hop header, which ipv6_rcv checks
+        proto = draw(st.sampled_from([TCP, UDP, SCTP, ICMP, ICMP6, 47, 255]
+                                     + ([] if valid and family == 6 else [0])))
     if rarely(draw, 8):  # the other direction
         src, dst, sport, dport = dst, src, dport, sport
     if rarely(draw, 10):
@@ -233,9 +234,11 @@ def frame_st(draw, services, valid: bool = False) -> tuple[bytes, int]:
     ttl = draw(ttl_st)
     if family == 4:
         options = b""
-        if rarely(draw, 4):
+        if rarely(draw, 4):  # NOPs when valid: the kernel drops bad options before routing
             options = draw(st.binary(min_size=4, max_size=40).map(
                 lambda b: b[:len(b) - len(b) % 4]))
+            if valid:
+                options = b"\x01" * len(options)
         frag = draw(st.integers(1, 0x1FFF)) if rarely(draw, 6) else 0
         kw = {}
         if not valid and rarely(draw, 10):
@@ -248,7 +251,8 @@ def frame_st(draw, services, valid: bool = False) -> tuple[bytes, int]:
     else:
         chain, nh = [], proto
         if rarely(draw, 4):
-            chain = draw(st.lists(st.sampled_from([0, 60, 44]), min_size=1, max_size=2))
+            chain = draw(st.lists(st.sampled_from([0, 60, 44]), min_size=1, max_size=2,
+                                  unique=True))
             if 0 in chain:  # hop-by-hop comes first or not at all
                 chain = [0] + [k for k in chain if k != 0]
         headers = b""

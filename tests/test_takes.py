@@ -53,7 +53,17 @@ from pyvs.engine.model import (
 )
 from pyvs.engine.service import ServiceTable
 from pyvs.engine.sysctl import Sysctl
-from pyvs.engine.takes import FAST, REPLIES, REPLY, REQUEST, REQUESTS, PortKey, Takes, read
+from pyvs.engine.takes import (
+    FAST,
+    REPLIES,
+    REPLY,
+    REQUEST,
+    REQUESTS,
+    PortKey,
+    Takes,
+    merged,
+    read,
+)
 from pyvs.schedulers.base import SchedulerEnv
 
 VIP, VIP6 = "198.18.0.1", "2001:db8::1"
@@ -242,40 +252,67 @@ def test_the_model_of_a_pinned_configuration():
 
 
 def test_nfqueue_rules_of_a_pinned_configuration():
+    q, ret = "goto to_queue", "return"
     assert plumbing.rules(Takes.of(PINNED)) == [
-        ("requests", "meta nfproto ipv4 meta mark { 7 }"),
-        ("requests", "ip daddr . meta l4proto . th dport { 198.18.0.1 . tcp . 20, "
-                     "198.18.0.1 . tcp . 21, 198.18.0.1 . tcp . 1024-65535, "
-                     "198.18.0.2 . tcp . 80 } fib daddr type local"),
-        ("requests", "icmp type { destination-unreachable, source-quench, time-exceeded } "
-                     "ip daddr { 198.18.0.1, 198.18.0.2 }"),
-        ("requests", "icmp type { destination-unreachable, source-quench, time-exceeded } "
-                     "fib daddr type local"),
-        ("replies", "ip saddr . meta l4proto . th sport { 198.18.1.1 . tcp . 20, "
-                    "198.18.1.1 . tcp . 21, 198.18.1.1 . tcp . 1024-65535, "
-                    "198.18.1.2 . tcp . 0-65535, 198.18.1.2 . udp . 0-65535 }"),
-        ("replies", "icmp type { destination-unreachable, source-quench, time-exceeded } "
-                    "@th,192,32 { 0xc6120101, 0xc6120102 }"),
-        ("requests", "ip6 daddr . meta l4proto . th dport { 2001:db8::1 . udp . 0-65535 } "
-                     "fib daddr type local"),
-        ("requests", "icmpv6 type < 128 ip6 daddr { 2001:db8::1 }"),
-        ("replies", "ip6 saddr . meta l4proto . th sport { 2001:db8:1::1 . udp . 0-65535 }"),
-        ("replies", "icmpv6 type < 128 @th,256,128 { 0x20010db8000100000000000000000001 }"),
+        ("requests", q, "meta nfproto ipv4 meta mark { 7 }"),
+        ("requests", ret, "ip frag-off & 0x1fff != 0"),
+        ("requests", ret, "frag frag-off != 0"),
+        ("replies", ret, "ip frag-off & 0x1fff != 0"),
+        ("replies", ret, "frag frag-off != 0"),
+        ("requests", q, "ip daddr . meta l4proto . th dport { 198.18.0.1 . tcp . 20-21, "
+                        "198.18.0.1 . tcp . 1024-65535, 198.18.0.2 . tcp . 80 } "
+                        "fib daddr type local"),
+        ("requests", q, "icmp type { destination-unreachable, source-quench, time-exceeded } "
+                        "ip daddr { 198.18.0.1, 198.18.0.2 }"),
+        ("requests", q, "icmp type { destination-unreachable, source-quench, time-exceeded } "
+                        "fib daddr type local"),
+        ("replies", q, "ip saddr . meta l4proto . th sport { 198.18.1.1 . tcp . 20-21, "
+                       "198.18.1.1 . tcp . 1024-65535, 198.18.1.2 . tcp . 0-65535, "
+                       "198.18.1.2 . udp . 0-65535 }"),
+        ("replies", q, "icmp type { destination-unreachable, source-quench, time-exceeded } "
+                       "@th,192,32 { 0xc6120101, 0xc6120102 }"),
+        ("requests", q, "ip6 daddr . meta l4proto . th dport { 2001:db8::1 . udp . 0-65535 } "
+                        "fib daddr type local"),
+        ("requests", q, "icmpv6 type < 128 ip6 daddr { 2001:db8::1 }"),
+        ("replies", q, "ip6 saddr . meta l4proto . th sport { 2001:db8:1::1 . udp . 0-65535 }"),
+        ("replies", q, "icmpv6 type < 128 @th,256,128 { 0x20010db8000100000000000000000001 }"),
     ]
     text = plumbing.ruleset(Takes.of(PINNED))
     assert text.startswith(plumbing.table_text())
     assert "flush chain inet pyvs requests\nflush chain inet pyvs replies\n" in text
-    assert text.count("goto to_queue") == 10
+    assert text.count("goto to_queue") == 10 and text.count(" return\n") == 4
     assert "priority 2147483647" in plumbing.table_text()
     assert plumbing.ruleset(Takes()).count("add rule") == 0  # no empty sets: nft refuses them
+    marks_only = Takes.of(services(fwmark_service(5, af=AF_INET6)))
+    assert plumbing.rules(marks_only) == [
+        ("requests", q, "meta nfproto ipv6 meta mark { 5 }"),
+        ("requests", ret, "ip frag-off & 0x1fff != 0"),
+        ("requests", ret, "frag frag-off != 0"),
+        ("replies", ret, "ip frag-off & 0x1fff != 0"),
+        ("replies", ret, "frag frag-off != 0"),
+        ("requests", q, "icmpv6 type < 128 fib daddr type local")]
+
+
+def test_overlapping_port_ranges_are_joined_for_nftables():
+    """A port-0 service and an exact one on the same address overlap; an nftables
+    interval set refuses that (EEXIST), so the encodings join them."""
+    vip = a(VIP)
+    keys = [PortKey(TCP, vip, 80, 80), PortKey(TCP, vip, 0, 65535), PortKey(TCP, vip, 20, 20),
+            PortKey(UDP, vip, 53, 53), PortKey(UDP, vip, 54, 60), PortKey(UDP, vip, 62, 62)]
+    assert merged(keys) == [PortKey(TCP, vip, 0, 65535), PortKey(UDP, vip, 53, 60),
+                            PortKey(UDP, vip, 62, 62)]
+    svcs = services(tcp_service(VIP, 0), tcp_service(VIP, 80), tcp_service(VIP, 21))
+    assert plumbing_ring.drop_rules(Takes.of(svcs)) == [
+        "ether type ip ip frag-off & 0x1fff == 0 ip daddr . meta l4proto . th dport "
+        "{ 198.18.0.1 . tcp . 0-65535 } drop"]
 
 
 def test_netdev_drop_rules_and_xdp_targets_of_a_pinned_configuration():
     assert plumbing_ring.drop_rules(Takes.of(PINNED)) == [
-        "ether type ip ip daddr . meta l4proto . th dport { 198.18.0.1 . tcp . 21, "
-        "198.18.0.2 . tcp . 80 } drop",
-        "ether type ip ip ttl > 1 ip saddr . meta l4proto . th sport { 198.18.1.1 . tcp . 21 } "
-        "drop",
+        "ether type ip ip frag-off & 0x1fff == 0 ip daddr . meta l4proto . th dport "
+        "{ 198.18.0.1 . tcp . 21, 198.18.0.2 . tcp . 80 } drop",
+        "ether type ip ip frag-off & 0x1fff == 0 ip ttl > 1 ip saddr . meta l4proto . th sport "
+        "{ 198.18.1.1 . tcp . 21 } drop",
         "ether type ip6 ip6 nexthdr { tcp, udp } ip6 daddr . meta l4proto . th dport "
         "{ 2001:db8::1 . udp . 0-65535 } drop",
         "ether type ip6 ip6 nexthdr { tcp, udp } ip6 hoplimit > 1 ip6 saddr . meta l4proto . "
