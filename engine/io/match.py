@@ -76,28 +76,29 @@ class Match:
     def classify(self, f, length: int | None = None) -> int:
         """0, REQUEST or REPLY for one frame: ``f`` holds its first bytes (MAX_HEAD do),
         ``length`` is its length on the wire (default: ``len(f)``)."""
-        n = len(f) if length is None else length
-        if len(f) < 14:
+        have = len(f)
+        if have < 34:
             return 0
-        if f[12] == 0x86 and f[13] == 0xDD:
-            return self.v6(f, n)
-        if f[12] != 0x08 or f[13] != 0x00 or len(f) < 34 or f[14] >> 4 != 4:
-            return 0
-        ihl = (f[14] & 15) << 2
+        if f[12] != 0x08 or f[13] != 0x00:
+            return self.v6(f, length) if f[12] == 0x86 and f[13] == 0xDD else 0
+        vihl = f[14]
+        ihl = (vihl & 15) << 2
         total = (f[16] << 8) | f[17]
-        if ihl < 20 or total < ihl or 14 + total > n:
-            return 0
-        proto = f[23]
         l4 = 14 + ihl
-        if (proto != _TCP and proto != _UDP) or len(f) < l4 + 4 or (f[20] & 0x1F) or f[21]:
+        proto = f[23]
+        if (vihl >> 4 != 4 or ihl < 20 or total < ihl
+                or 14 + total > (have if length is None else length)
+                or (proto != _TCP and proto != _UDP) or have < l4 + 4 or (f[20] & 0x1F)
+                or f[21]):
             return 0
         vip, vip_any, rs, rs_any = self.sets4
         vkey = (proto << 48) | (int.from_bytes(f[30:34], "big") << 16)
         if (vkey | (f[l4 + 2] << 8) | f[l4 + 3]) in vip or vkey in vip_any:
             return REQUEST
-        rkey = (proto << 48) | (int.from_bytes(f[26:30], "big") << 16)
-        if f[22] > 1 and ((rkey | (f[l4] << 8) | f[l4 + 1]) in rs or rkey in rs_any):
-            return REPLY
+        if f[22] > 1:
+            rkey = (proto << 48) | (int.from_bytes(f[26:30], "big") << 16)
+            if (rkey | (f[l4] << 8) | f[l4 + 1]) in rs or rkey in rs_any:
+                return REPLY
         return 0
 
     def v6(self, f, length: int | None = None) -> int:

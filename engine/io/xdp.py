@@ -15,9 +15,11 @@ the kernel must handle), different I/O (engine/io/xsk.py, engine/io/steer.py):
     ring full (``rx_dropped`` / ``rx_ring_full`` in the status), before the frame
     costs anything on the forwarder's core, so the forwarder never livelocks.
 
-No nftables table is needed (the XDP program is the filter), fwmark services and ICMP
-stay on NFQUEUE as in ring mode.  Frames steered to XDP are not seen by packet
-sockets (tcpdump on the director shows only what the kernel passes).
+No nftables table is needed (the XDP program is the filter, its targets generated from
+engine/takes.py); what a fast port does not take -- fwmark traffic, ICMP errors, FTP
+data, SCTP, IPv6 with extension headers -- stays on NFQUEUE as in ring mode.  Frames
+steered to XDP are not seen by packet sockets (tcpdump on the director shows only what the
+kernel passes).
 """
 
 from __future__ import annotations
