@@ -9,6 +9,29 @@ import os
 import sys
 
 
+def _in_range(low: int, high: int | None = None):
+    """argparse type: an integer in low..high (no upper bound without ``high``)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"in {low}..{high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, not {value}")
+        return value
+    return parse
+
+
+def run_option_errors(args: argparse.Namespace) -> list[str]:
+    """Combinations of `pyvs run` options that would be accepted and do nothing."""
+    errors = []
+    if args.interfaces and args.io == "nfqueue":
+        errors.append("--interface needs --io ring or xdp (NFQUEUE takes what the kernel "
+                      "queues, whatever interface it arrived on)")
+    return errors
+
+
 def _need_root() -> None:
     if os.geteuid() != 0:
         sys.exit("pyvs: this needs root (network namespaces, netfilter, raw sockets)")
@@ -123,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="packet port: nfqueue (default, faithful), ring (AF_PACKET "
                           "TPACKET_V3 rings + batch fast path) or xdp (AF_XDP sockets + the "
                           "same fast path); in ring and xdp modes fwmark/ICMP stay on NFQUEUE")
-    run.add_argument("--workers", type=int, default=1,
+    run.add_argument("--workers", type=_in_range(1), default=1,
                      help="worker processes (ring mode, PACKET_FANOUT hash); default 1")
     run.add_argument("--interface", dest="interfaces", action="append", metavar="IF",
                      help="ring/xdp interfaces (default: every interface with an address)")
@@ -149,11 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("name")
     lab.set_defaults(func=cmd_lab)
 
-    rs = sub.add_parser("realserver", help="tunnel-mode real server: decapsulate IPIP/GUE "
-                        "into a TUN device (for hosts without the ipip module)")
+    rs = sub.add_parser("realserver", help="tunnel-mode real server: decapsulate IPIP, GRE "
+                        "and GUE into a TUN device (for hosts without tunnel modules)")
     rs.add_argument("--tun-name", default="pyvstun0")
-    rs.add_argument("--mtu", type=int, default=1480)
-    rs.add_argument("--gue-port", type=int, default=0, help="also accept GUE on this UDP port")
+    rs.add_argument("--mtu", type=_in_range(68, 65535), default=1480)
+    rs.add_argument("--gue-port", type=_in_range(0, 65535), default=0,
+                    help="also accept GUE on this UDP port (0: no GUE)")
     rs.add_argument("--ready-file", help="written once the device and sockets are ready")
     rs.add_argument("--log-level", default="info",
                     choices=["debug", "info", "warning", "error"])
@@ -171,7 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.cmd == "run":
+        for error in run_option_errors(args):
+            parser.exit(2, f"pyvs run: error: {error}\n")
     return args.func(args)
 
 

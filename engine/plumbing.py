@@ -43,7 +43,7 @@ QUEUE_NUM = 20601
 TABLE = "pyvs"
 PRIORITY_LAST = 2147483647  # after every prerouting hook, whatever its priority
 PRIORITY_REPLIES = 100  # ip_vs_reply4's FORWARD priority (NF_IP_PRI_NAT_SRC)
-PROTO_NAMES = {6: "tcp", 17: "udp", 132: "sctp"}
+PROTO_NAMES = {6: "tcp", 17: "udp"}
 ICMP4_NAMES = {3: "destination-unreachable", 4: "source-quench", 11: "time-exceeded"}
 LEGACY_CHAINS = (("PREROUTING", "PYVS-IN"), ("FORWARD", "PYVS-OUT"))  # pyvs <= 0.x
 

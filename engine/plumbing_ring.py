@@ -11,7 +11,7 @@ fast port (``Takes.fast_kind``), the same predicate the ring's classifier
   * IPv4 headers netfilter accepts, IPv6 with TCP/UDP right after the fixed header,
     never a fragment past the first (no ports), no VLAN tag (``ether type``).
 Everything else reaches the kernel and, where pyvs takes it, the NFQUEUE rules
-(engine/plumbing.py): fwmark traffic, ICMP errors, FTP data, SCTP.
+(engine/plumbing.py): fwmark traffic, ICMP errors, FTP data.
 
 The table is replaced atomically (``nft -f``) on every configuration change and
 deleted on stop; a table left by a crashed run is deleted at start.

@@ -14,20 +14,20 @@ packets those are; every encoding is generated from it and tested against ``wher
   * engine/io/steer.py       the XDP program's targets map.
 
 What is taken (``Takes.of``):
-  requests, to a local address: TCP/UDP/SCTP to a service's addr:port (port 0: every
+  requests, to a local address: TCP/UDP to a service's addr:port (port 0: every
     port); for a TCP port-21 service also destination port 20 or >= 1024 (the FTP data
     connections ip_vs_service_find gives to it); any packet carrying the mark of a
     fwmark service of its family; ICMP errors to a service's address, and to any local
     address when a fwmark service (whose address is unknown) or an IPv4 tunnel real
     server (errors about the tunnel packets come to the director's own address) exists;
-  replies, forwarded: TCP/UDP/SCTP from a NAT real server's addr:port (port 0, and every
+  replies, forwarded: TCP/UDP from a NAT real server's addr:port (port 0, and every
     TCP/UDP port for fwmark services: any port), FTP data from the NAT real servers of
     port-21 services, and ICMP errors quoting a packet sent to a NAT real server.
 Which port serves it (``where``): a fast port takes what it can read at the interface
 as an exact key -- TCP/UDP, IPv4 or IPv6 without extension headers, to a service's
 addr:port or addr (port 0), or from a NAT real server's with a TTL above 1 (the kernel
 answers Time Exceeded for the others) -- of services that are not fwmark services;
-NFQUEUE takes the rest: fwmark traffic, ICMP errors, FTP data, SCTP, IPv6 with extension
+NFQUEUE takes the rest: fwmark traffic, ICMP errors, FTP data, IPv6 with extension
 headers.  With a fast port a packet matching an addr:port key is taken before any
 prerouting rule could mark it (README: "Using pyvs in place of kernel IPVS").
 
@@ -42,12 +42,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pyvs.engine.model import AF_INET, FWD_MASQ, FWD_TUNNEL, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP
+from pyvs.engine.model import AF_INET, FWD_MASQ, FWD_TUNNEL, IPPROTO_TCP, IPPROTO_UDP
 
 FAST, REQUESTS, REPLIES = "fast", "requests", "replies"  # where a packet goes
 REQUEST, REPLY = 1, 2  # what a fast port took: to a service / from a NAT real server
 FAST_PROTOCOLS = (IPPROTO_TCP, IPPROTO_UDP)
-PORT_PROTOCOLS = (IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP)
+PORT_PROTOCOLS = (IPPROTO_TCP, IPPROTO_UDP)  # a service's protocols (engine/service.py)
 ANY_PORT = (0, 65535)
 # ip_vs_service_find: FTPDATA, or a port that needs no bind privilege (>= 1024)
 FTP_PORT = 21

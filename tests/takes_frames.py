@@ -2,7 +2,7 @@
 model of what pyvs takes (engine/takes.py) and its encodings.
 
 ``config_st``: a service table built through the real ServiceTable: addr:port services
-(TCP, UDP, SCTP; port 0, 21 and others) and fwmark services, IPv4 and IPv6, with NAT,
+(TCP, UDP; port 0, 21 and others) and fwmark services, IPv4 and IPv6, with NAT,
 direct-routing and tunnel real servers.  Their addresses come from small pools, so
 services and frames meet often; ``LOCAL`` (the virtual addresses) are local in the
 kernel tests' namespace.
@@ -87,7 +87,7 @@ def config_st(draw, max_services: int = 6) -> list:
             spec = ServiceSpec(af, TCP, bytes(len(VIPS[family][0])), 0,
                                fwmark=draw(mark_st), scheduler="rr")
         else:
-            proto = draw(st.sampled_from([TCP, UDP, TCP, UDP, SCTP]))
+            proto = draw(st.sampled_from([TCP, UDP]))
             port = draw(st.one_of(st.sampled_from([0, 21, 53, 80, 8080]), port_st))
             spec = ServiceSpec(af, proto, draw(st.sampled_from(VIPS[family])), port,
                                scheduler="rr")

@@ -162,12 +162,11 @@ def test_port_zero_services_take_every_port_of_their_protocol():
 
 
 def test_what_a_fast_port_cannot_read_goes_to_nfqueue():
-    svcs = services(tcp_service(VIP6, 80, nat(RS6, 80)), tcp_service(VIP, 5000, proto=132))
+    svcs = services(tcp_service(VIP6, 80, nat(RS6, 80)))
     with_hop_by_hop = eth(0x86DD, ipv6(a(CLIENT6), a(VIP6), 0,
                                        ext_header(0, TCP) + l4(TCP, 40000, 80)))
     assert where(svcs, with_hop_by_hop, fast=True) == REQUESTS
     assert where(svcs, to(VIP6, 80), fast=True) == FAST
-    assert where(svcs, to(VIP, 5000, proto=132), fast=True) == REQUESTS  # SCTP
 
 
 def test_icmp_errors_to_services_and_about_nat_real_servers():

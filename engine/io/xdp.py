@@ -17,7 +17,7 @@ the kernel must handle), different I/O (engine/io/xsk.py, engine/io/steer.py):
 
 No nftables table is needed (the XDP program is the filter, its targets generated from
 engine/takes.py); what a fast port does not take -- fwmark traffic, ICMP errors, FTP
-data, SCTP, IPv6 with extension headers -- stays on NFQUEUE as in ring mode.  Frames
+data, IPv6 with extension headers -- stays on NFQUEUE as in ring mode.  Frames
 steered to XDP are not seen by packet sockets (tcpdump on the director shows only what the
 kernel passes).
 """
