@@ -394,3 +394,23 @@ def test_ipv6_nat_reply_with_extension_headers_is_nfqueues():
     assert where(svcs, frame, fast=True) == REPLIES
     assert Takes.of(svcs).fast_kind(read(to(CLIENT6, 40000, src=RS6, sport=80))) == REPLY
     assert Takes.of(svcs).fast_kind(read(to(VIP6, 80))) == REQUEST
+
+
+def test_a_frame_the_kernel_untagged_is_left_to_it_in_both_batch_paths():
+    """The ring sees a VLAN frame without its tag (TP_STATUS_VLAN_VALID); the netdev rules
+    and the XDP program see the tag and leave the frame to the kernel, so the ring's
+    batch pipeline must leave it too, in small and in vectorised batches."""
+    from test_fastpath import CLIENTS, VIPB, ip_packet
+    from test_port_small_batch import make_port
+
+    from pyvs.engine.io.match import TP_STATUS_VLAN_VALID
+
+    frame = bytes(12) + b"\x08\x00" + bytes(ip_packet(6, CLIENTS[0], 40000, VIPB, 80, 0x02, b"",
+                                                       64, False))
+    for count in (1, 20):
+        for status, taken in ((0, count), (TP_STATUS_VLAN_VALID, 0)):
+            port = make_port()
+            buf = np.frombuffer(frame * count, dtype=np.uint8).copy()
+            offs = np.arange(count, dtype=np.int64) * len(frame)
+            lens = np.full(count, len(frame), dtype=np.int64)
+            assert port.run(buf, 0, offs, lens, lens, np.full(count, status)) == taken

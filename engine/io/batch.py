@@ -3,7 +3,9 @@
 A port hands in a batch of Ethernet frames that sit in one buffer (a TPACKET_V3 block,
 or the AF_XDP UMEM) and a ``send`` function for frames ready to go out.  For each batch:
   1. classify: which frames are pyvs's (engine/io/match.py, generated from the model
-     of what pyvs takes); the others are left alone;
+     of what pyvs takes); the others are left alone, and so are frames whose VLAN tag
+     the kernel took off before the ring saw them (the netdev rules and the XDP
+     program see the tag, so they leave those to the kernel);
   2. what the kernel would have done before IPVS saw the packet: IPv4 header checksum
      checked (ip_rcv drops bad ones), TTL / hop limit decremented on frames forwarded
      from real servers (ip_forward), CHECKSUM_PARTIAL checksums completed;
@@ -26,7 +28,7 @@ import numpy as np
 
 from pyvs.engine.csum import TTL_DELTA, csum_adjust, csum_finish, csum_verifies
 from pyvs.engine.fastpath import FastPath
-from pyvs.engine.io.match import MAX_HEAD, Match
+from pyvs.engine.io.match import MAX_HEAD, TP_STATUS_VLAN_VALID, Match
 from pyvs.engine.io.mmsg import MmsgSender
 from pyvs.engine.io.nexthop import NextHops
 from pyvs.engine.io.rxring import ETH_P_IP, ETH_P_IPV6, TP_STATUS_CSUMNOTREADY
@@ -133,9 +135,11 @@ class BatchPipeline:
         if n == 0 or self.match.empty:
             return 0
         m = self.match.classify_batch(buf, offs, snaps, wire)
-        h, ethertype, v4, mine = m.h, m.ethertype, m.v4, m.mine
-        from_rs = m.reply & v4
-        fwd6 = np.flatnonzero(m.reply & ~v4)
+        untagged = (status & TP_STATUS_VLAN_VALID) == 0
+        h, ethertype, v4 = m.h, m.ethertype, m.v4
+        mine, reply = m.mine & untagged, m.reply & untagged
+        from_rs = reply & v4
+        fwd6 = np.flatnonzero(reply & ~v4)
         sel = np.flatnonzero(mine)
         if len(sel) == 0:
             return 0
@@ -196,6 +200,8 @@ class BatchPipeline:
         handled = 0
         for off, snap, wlen, st in zip(offs.tolist(), snaps.tolist(), wire.tolist(),
                                        status.tolist(), strict=True):
+            if st & TP_STATUS_VLAN_VALID:
+                continue
             head = bytes(buf[off: off + min(snap, MAX_HEAD)])
             kind = match.classify(head, wlen)
             if not kind:

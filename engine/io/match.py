@@ -21,6 +21,9 @@ from pyvs.engine.takes import REPLY, REQUEST, Takes
 _TCP, _UDP = 6, 17
 _COLS = np.arange(38, dtype=np.int64)  # Ethernet + IPv4 header up to the addresses
 MAX_HEAD = 14 + 60 + 4  # bytes ``classify`` may read: Ethernet, IPv4 with options, ports
+# tpacket status: the frame had a VLAN tag the kernel took off (skb_vlan_untag) before the
+# ring saw it; the netdev rules (``ether type``) and the XDP program still see the tag
+TP_STATUS_VLAN_VALID = 0x10
 
 
 def _u16(h: np.ndarray, i: int) -> np.ndarray:
