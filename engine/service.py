@@ -64,6 +64,7 @@ class ServiceTable:
         self._port21 = 0  # number of TCP services on port 21 (FTP data fallback)
         self._port0 = 0  # number of port-0 services
         self.generation = 0  # bumped on every change (for the plumbing to resync)
+        self.total = Stats()  # ipvs->tot_stats: every service's traffic
         self.unlink_hooks: list = []  # called with the destinations each operation deleted
 
     # -- lookup (ip_vs_service_find) -------------------------------------------------
@@ -289,9 +290,12 @@ class ServiceTable:
         return None
 
     def zero(self, key: tuple | None) -> None:
-        """ipvsadm -Z: the kernel zeroes by snapshot; we keep plain counters."""
+        """ipvsadm -Z (ip_vs_zero_service / ip_vs_zero_all, which also zeroes the totals):
+        the kernel zeroes by snapshot; pyvs keeps plain counters and resets them."""
         services = [self.get(key)] if key is not None else list(self.services.values())
         for svc in services:
             svc.stats = Stats()
             for d in svc.destinations:
                 d.stats = Stats()
+        if key is None:
+            self.total.__init__()

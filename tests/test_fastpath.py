@@ -30,8 +30,8 @@ from pyvs.engine.director import Director
 from pyvs.engine.fastpath import FastPath
 from pyvs.engine.model import pack_addr
 from pyvs.engine.neigh import Route
-from pyvs.engine.packet import parse, set_ipv4_header_csum, set_l4_checksum
-from pyvs.engine.verdict import FORWARD
+from pyvs.engine.packet import ipv4_header_ok, parse, set_ipv4_header_csum, set_l4_checksum
+from pyvs.engine.verdict import DROP, FORWARD
 
 VIP, VIP6 = "198.18.1.1", "2001:db8:1::1"
 CLIENT_ADDRS = {4: [bytes((198, 18, 0, 10 + i)) for i in range(3)],
@@ -264,7 +264,7 @@ def frames_block(pkts: list[bytearray]):
 def one_batch(slow: Director, fast: Director, fp: FastPath,
               pkts: list[bytearray]) -> list[bytearray]:
     slow_bufs = [bytearray(p) for p in pkts]
-    want = slow.process(slow_bufs)
+    want = slow.process(slow_bufs, stack_forwards=False)  # a fast port transmits itself
     frames, block, offs, lens = frames_block(pkts)
     got = fp.run(block, offs, lens)
     assert list(got) == want
@@ -450,5 +450,39 @@ def test_established_flows_take_the_fast_path():
     assert list(got) == [FORWARD] * 11
     # slow: the SYN-ACK (a SYN event) and the first ACK (SYN_RECV -> ESTABLISHED)
     assert fp.fast - before == 9
-    assert slow.process([bytearray(build(e)) for e in evs]) == [FORWARD] * 11
+    assert slow.process([bytearray(build(e)) for e in evs],
+                        stack_forwards=False) == [FORWARD] * 11
     assert snapshot(fast) == snapshot(slow)
+
+
+def test_a_fast_port_decrements_the_ttl_of_nat_requests_as_ipvs_does():
+    """__ip_vs_get_out_rt decrements the TTL of what IPVS sends on; with NFQUEUE the
+    kernel's ip_forward does it after pyvs, a fast port must do it itself -- and answer a
+    TTL of 1 with time exceeded -- on both of its paths."""
+    for ttl, expect in ((64, 63), (2, 1)):
+        d = make_director()
+        fp = FastPath(d)
+        syn = ("req", 0, 0, 40000, 0, 0x02, b"", 1, 0)
+        pkt = build(syn)
+        pkt[8] = ttl
+        set_ipv4_header_csum(pkt)
+        frames, block, offs, lens = frames_block([pkt])
+        assert list(fp.run(block, offs, lens)) == [FORWARD]  # a SYN: the per-packet path
+        out = bytes(block[14:14 + len(pkt)])
+        assert out[8] == expect and ipv4_header_ok(out, parse(out))
+        ack = build(("req", 0, 0, 40000, 0, 0x10, b"data", 1, 0))
+        ack[8] = ttl
+        set_ipv4_header_csum(ack)
+        for _ in range(2):  # SYN_RECV -> ESTABLISHED, then an established ACK (vectorised)
+            frames, block, offs, lens = frames_block([ack, ack, ack])
+            assert list(fp.run(block, offs, lens)) == [FORWARD] * 3
+            for o in offs.tolist():
+                out = bytes(block[o + 14:o + 14 + len(ack)])
+                assert out[8] == expect and ipv4_header_ok(out, parse(out))
+    d = make_director()
+    one = build(("req", 0, 0, 40000, 0, 0x02, b"", 1, 0))
+    one[8] = 1
+    set_ipv4_header_csum(one)
+    frames, block, offs, lens = frames_block([one])
+    assert list(FastPath(d).run(block, offs, lens)) == [DROP]
+    assert d.drops["ttl-exceeded"] == 1 and len(d.outbox) == 1
