@@ -73,12 +73,6 @@ class TimerWheel:
         else:
             bucket.append(item)
 
-    def discard(self, item: Hashable, deadline: float) -> None:
-        bucket = self._slots.get(self._slot(deadline))
-        if bucket is not None:
-            while item in bucket:
-                bucket.remove(item)
-
     def run(self, deadline_of: Callable[[Hashable], float | None],
             expire: Callable[[Hashable], float | None], budget: int | None = None) -> int:
         """Expire what is due.

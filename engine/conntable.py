@@ -167,9 +167,6 @@ class Conn:
         """ip_vs_state_name(): what ipvsadm -Lnc prints."""
         return state_name(self.protocol, self.state, bool(self.flags & CONN_F_TEMPLATE))
 
-    def in_key(self) -> int:
-        return self.ikey
-
     def out_key(self) -> int:
         return pack_key(self.protocol, self.daddr, self.dport, self.caddr, self.cport)
 
@@ -194,9 +191,6 @@ class TemplateConn(Conn):
         self.vaddr = vaddr
         self.vport = vport
         self.n_control = 0
-
-    def template_key(self) -> tuple:
-        return (self.protocol, self.caddr, self.vaddr, self.vport)
 
 
 class ConnTable:

@@ -17,19 +17,6 @@ except ImportError:  # pragma: no cover
     _np = None
 
 
-def csum_sum(data, initial: int = 0) -> int:
-    """Unfolded one's-complement accumulator of ``data`` (+ initial), mod 0xFFFF.
-
-    Returns a non-negative integer congruent to the 16-bit word sum; an odd trailing
-    byte is padded with zero as the internet checksum requires.  Pass the result (plus
-    more accumulators) to :func:`csum_finish`.
-    """
-    v = int.from_bytes(data, "big")
-    if len(data) & 1:
-        v <<= 8
-    return v + initial
-
-
 def csum_fold(acc):
     """A positive accumulator folded to 16 bits with end-around carry (1..0xFFFF).
     Works element-wise on numpy arrays."""

@@ -118,7 +118,7 @@ class Director:
         self.services = ServiceTable(self.env)
         self.conntable = ConnTable(self.clock)
         self.timeouts = Timeouts()
-        self.total = Stats()
+        self.total = self.services.total
         self.estimator = Estimator()
         self.ctx = ForwardContext(self.clock, self.sysctl,
                                   routes if routes is not None else KernelRoutes())
@@ -165,10 +165,14 @@ class Director:
             fwd.tick(self.ctx)  # e.g. DR: packets waiting for a neighbour (l2_outbox)
 
     # -- the packet path ------------------------------------------------------------------------
-    def process(self, batch: list[bytearray], marks: list[int] | None = None) -> list[int]:
-        """One verdict per packet; FORWARD packets have been rewritten in place."""
+    def process(self, batch: list[bytearray], marks: list[int] | None = None,
+                stack_forwards: bool = True) -> list[int]:
+        """One verdict per packet; FORWARD packets have been rewritten in place.
+        ``stack_forwards``: the director's stack routes FORWARD packets on (NFQUEUE: its
+        ip_forward decrements the TTL); a port that transmits them itself says False."""
         now = self.clock.now()
         verdicts = []
+        self.ctx.stack_forwards = stack_forwards
         for i, buf in enumerate(batch):
             mark = marks[i] if marks is not None else 0
             try:
@@ -176,11 +180,13 @@ class Director:
             except Malformed as err:
                 self.drops[err.reason] += 1
                 verdicts.append(DROP)
+        self.ctx.stack_forwards = True
         return verdicts
 
     def handle(self, info: PacketInfo, buf: bytearray | None = None, mark: int = 0,
                now: float | None = None) -> int:
-        """The verdict for one parsed packet (``buf`` None: decisions only, no bytes)."""
+        """The verdict for one parsed packet (``buf`` None: decisions only, no bytes).  The
+        port says through ``ctx.stack_forwards`` who forwards it (see ``process``)."""
         if now is None:
             now = self.clock.now()
         self.last = None

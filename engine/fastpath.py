@@ -43,7 +43,7 @@ from operator import and_, attrgetter, lshift, or_
 
 import numpy as np
 
-from pyvs.engine.csum import csum_adjust
+from pyvs.engine.csum import TTL_DELTA, csum_adjust
 from pyvs.engine.model import CONN_F_NOOUTPUT, DEST_F_AVAILABLE, FWD_MASK
 from pyvs.engine.packet import Malformed, parse
 from pyvs.engine.proto import INPUT, INPUT_ONLY, OUTPUT, PROTOCOLS
@@ -53,7 +53,7 @@ from pyvs.engine.verdict import ACCEPT, DROP, FORWARD
 ETH = 14
 HDR = ETH + 20 + 20  # Ethernet + IPv4 without options + TCP without options
 _COLS = np.arange(HDR, dtype=np.int64)
-_WB = np.arange(ETH + 10, HDR, dtype=np.int64)  # IP checksum .. end of a TCP header
+_WB = np.arange(ETH + 8, HDR, dtype=np.int64)  # TTL .. end of a TCP header
 _NOT_FAST = CONN_F_NOOUTPUT | FWD_MASK  # any of these bits: slow (or not MASQ)
 _TCP, _UDP = 6, 17
 _M48 = (1 << 48) - 1
@@ -61,11 +61,6 @@ _IKEY, _DADDR, _DPORT = (attrgetter(a) for a in ("ikey", "daddr", "dport"))
 # per secure_tcp setting, per direction: the states an ACK leaves unchanged
 _ACK_STAYS = {secure: tuple(ack_keeps_state(d, secure) for d in (INPUT, OUTPUT, INPUT_ONLY))
               for secure in (False, True)}
-
-
-def _put16(buf: np.ndarray, at: np.ndarray, v: np.ndarray) -> None:
-    buf[at] = v >> 8
-    buf[at + 1] = v & 0xFF
 
 
 class FastPath:
@@ -107,6 +102,7 @@ class FastPath:
         is_tcp = proto == _TCP
         is_udp = proto == _UDP
         elig = ((ethertype == 0x0800) & (h[:, ETH] == 0x45) & ((frag & 0x3FFF) == 0)
+                & (h[:, ETH + 8] > 1)  # a TTL of 1 is answered with time exceeded
                 & (lens >= HDR) & (tot + ETH <= lens)
                 & ((is_tcp & (avail >= 20) & (doff >= 20) & (doff <= avail)
                     & ((tflags & 0x17) == 0x10))
@@ -224,11 +220,14 @@ class FastPath:
         """Director.handle on a copy of the IP packet; rewritten bytes are copied back."""
         d = self.director
         pkt = bytearray(buf[off + ETH: off + length])
+        d.ctx.stack_forwards = False  # this port transmits what it forwards
         try:
             verdict = d.handle(parse(pkt), pkt, 0, now)
         except Malformed as err:
             d.drops[err.reason] += 1
             return DROP
+        finally:
+            d.ctx.stack_forwards = True
         if verdict == FORWARD:
             buf[off + ETH: off + ETH + len(pkt)] = np.frombuffer(pkt, dtype=np.uint8)
         return verdict
@@ -262,7 +261,11 @@ class FastPath:
         old_addr = (w[:, ai].astype(np.int64) << 16) | w[:, ai + 1]
         old_port = w[:, pi].astype(np.int64)
         delta = new_addr - old_addr
-        w[:, (ETH + 10) >> 1] = csum_adjust(w[:, (ETH + 10) >> 1].astype(np.int64), delta)
+        ip_delta = delta
+        if not reply:  # the port transmits it: the TTL, as forwarders/nat.py does then
+            w[:, (ETH + 8) >> 1] -= 0x100
+            ip_delta = delta + TTL_DELTA
+        w[:, (ETH + 10) >> 1] = csum_adjust(w[:, (ETH + 10) >> 1].astype(np.int64), ip_delta)
         w[:, ai] = new_addr >> 16
         w[:, ai + 1] = new_addr & 0xFFFF
         w[:, pi] = new_port

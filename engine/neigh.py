@@ -35,7 +35,6 @@ log = logging.getLogger("pyvs.neigh")
 
 ROUTE_TTL = 1.0
 NEIGH_TTL = 1.0
-RESOLVE_RETRY = 1.0  # re-ask the kernel this often while unresolved
 RESOLVE_TIMEOUT = 3.0  # ucast/mcast probes x retrans_time: then the queue is dropped
 QUEUE_PACKETS = 100  # neigh unres_qlen (packets)
 QUEUE_BYTES = 212992  # neigh unres_qlen_bytes default (SK_WMEM_MAX)

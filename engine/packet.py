@@ -278,7 +278,7 @@ def _parse_l4(buf, info: PacketInfo, end: int) -> None:
 
 
 def is_icmp_error(info: PacketInfo) -> bool:
-    """True for the ICMP errors IPVS relates to connections (see ipvs-semantics 6.6)."""
+    """The ICMP errors IPVS relates to connections (docs/ipvs-semantics.md, "ICMP errors")."""
     if info.proto == IPPROTO_ICMP:
         return info.icmp_type in _ICMP4_ERRORS
     if info.proto == IPPROTO_ICMPV6:

@@ -27,13 +27,13 @@ from pyvs.engine.model import (
     SVC_F_HASHED,
     SVC_F_PERSISTENT,
     TUN_TYPE_GUE,
-    TUN_TYPE_IPIP,
     Destination,
     DestSpec,
     ServiceSpec,
     Stats,
     VirtualService,
 )
+from pyvs.engine.proto import PROTOCOLS
 from pyvs.schedulers.registry import SchedulerNotFound
 from pyvs.schedulers.registry import create as create_scheduler
 
@@ -64,6 +64,7 @@ class ServiceTable:
         self._port21 = 0  # number of TCP services on port 21 (FTP data fallback)
         self._port0 = 0  # number of port-0 services
         self.generation = 0  # bumped on every change (for the plumbing to resync)
+        self.total = Stats()  # ipvs->tot_stats: every service's traffic
         self.unlink_hooks: list = []  # called with the destinations each operation deleted
 
     # -- lookup (ip_vs_service_find) -------------------------------------------------
@@ -106,6 +107,10 @@ class ServiceTable:
                 raise IPVSError(errno.EINVAL)
         if spec.timeout < 0 or spec.timeout > MAX_TIMEOUT:
             raise IPVSError(errno.EINVAL)
+        if not spec.fwmark and spec.protocol not in PROTOCOLS:
+            # a kernel built without CONFIG_IP_VS_PROTO_SCTP answers the same; pyvs
+            # forwards TCP and UDP only (engine/proto)
+            raise IPVSError(errno.EPROTONOSUPPORT)
 
     def add_service(self, spec: ServiceSpec) -> VirtualService:
         self._check_service(spec)
@@ -275,18 +280,22 @@ class ServiceTable:
                     return True
         return False
 
-    def has_tunnel_dest(self, addr: bytes) -> bool:
-        """ip_vs_find_tunnel(): a tunnelling (IPIP) destination at this address."""
+    def find_tunnel(self, addr: bytes, tun_port: int) -> Destination | None:
+        """ip_vs_find_tunnel(): the first tunnelling destination at this address whose
+        tunnel port is ``tun_port`` (0 for IPIP and GRE), whatever its tunnel type."""
         for svc in self.services.values():
             for d in svc.destinations:
-                if d.addr == addr and d.fwd == FWD_TUNNEL and d.tun_type == TUN_TYPE_IPIP:
-                    return True
-        return False
+                if d.addr == addr and d.fwd == FWD_TUNNEL and d.tun_port == tun_port:
+                    return d
+        return None
 
     def zero(self, key: tuple | None) -> None:
-        """ipvsadm -Z: the kernel zeroes by snapshot; we keep plain counters."""
+        """ipvsadm -Z (ip_vs_zero_service / ip_vs_zero_all, which also zeroes the totals):
+        the kernel zeroes by snapshot; pyvs keeps plain counters and resets them."""
         services = [self.get(key)] if key is not None else list(self.services.values())
         for svc in services:
             svc.stats = Stats()
             for d in svc.destinations:
                 d.stats = Stats()
+        if key is None:
+            self.total.__init__()

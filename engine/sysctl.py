@@ -1,7 +1,11 @@
-"""The net.ipv4.vs.* settings, with the kernel's names, defaults and ranges.
+"""The net.ipv4.vs.* settings, with the kernel's names, defaults and ranges, and which
+of them pyvs implements.
 
 Source: Documentation/networking/ipvs-sysctl.rst and ip_vs_ctl.c
 (ip_vs_control_net_init_sysctl).  Values are integers, as in /proc/sys.
+
+Every setting reads back (its default until changed), but a value pyvs would not act
+on is refused with the reason (REFUSED), never accepted and ignored.
 """
 
 from __future__ import annotations
@@ -50,6 +54,65 @@ SETTINGS: dict[str, Setting] = {
     "sync_threshold": Setting((3, 50), 0, 2**31 - 1, "sync at in_pkts % period == threshold"),
     "sync_version": Setting(1, 0, 1, "sync message version"),
 }
+
+
+NOT_YET = "not implemented yet"
+NOT_PYVS = "not implemented by pyvs"
+_NO_SYNC = f"{NOT_YET} (no connection sync daemon)"
+_NO_DEFENSE = f"{NOT_YET} (no memory-pressure defense)"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why pyvs refuses ``values`` of a setting (None: every value but the default)."""
+
+    reason: str
+    values: frozenset[int] | None = None
+
+
+# Settings (or values) pyvs does not act on.  Every setting not listed here is read by
+# the engine where the kernel reads it; implementing one is deleting its line.
+REFUSED: dict[str, Refusal] = {
+    "am_droprate": Refusal(_NO_DEFENSE),
+    "amemthresh": Refusal(_NO_DEFENSE),
+    "backup_only": Refusal(_NO_SYNC),
+    "conntrack": Refusal(f"{NOT_PYVS} (its connections are not entered in netfilter's "
+                         "conntrack table)"),
+    "drop_entry": Refusal(_NO_DEFENSE),
+    "drop_packet": Refusal(_NO_DEFENSE),
+    "ignore_tunneled": Refusal(f"{NOT_PYVS} (it cannot tell a decapsulated packet from "
+                               "another)"),
+    "schedule_icmp": Refusal(f"{NOT_PYVS} (ICMP errors never create connections)"),
+    "secure_tcp": Refusal(f"{NOT_YET} for 1 and 2 (no memory-pressure defense; 3, the "
+                          "defense state table always on, is)", frozenset({1, 2})),
+    "sloppy_sctp": Refusal(f"{NOT_PYVS} (no SCTP)"),
+    "snat_reroute": Refusal(f"{NOT_PYVS} (NAT replies keep the route the director's stack "
+                            "chose for them)"),
+    "sync_persist_mode": Refusal(_NO_SYNC),
+    "sync_ports": Refusal(_NO_SYNC),
+    "sync_qlen_max": Refusal(_NO_SYNC),
+    "sync_refresh_period": Refusal(_NO_SYNC),
+    "sync_retries": Refusal(_NO_SYNC),
+    "sync_sock_size": Refusal(_NO_SYNC),
+    "sync_threshold": Refusal(_NO_SYNC),
+    "sync_version": Refusal(_NO_SYNC),
+}
+assert set(REFUSED) <= set(SETTINGS)
+
+
+def implemented() -> list[str]:
+    """The settings pyvs acts on, every value of their range."""
+    return sorted(name for name in SETTINGS if name not in REFUSED)
+
+
+def refusal(name: str, value: int | tuple[int, int]) -> str | None:
+    """Why pyvs refuses ``value`` for setting ``name`` (short name), or None."""
+    rule = REFUSED.get(name)
+    if rule is None or value == SETTINGS[name].default:
+        return None
+    if rule.values is not None and value not in rule.values:
+        return None
+    return rule.reason
 
 
 class SysctlError(ValueError):
@@ -101,7 +164,11 @@ class Sysctl:
             raise SysctlError(f"sysctl: setting key \"{PREFIX}{key}\": Invalid argument")
         if key == "sync_threshold" and nums[1] and nums[0] >= nums[1]:
             raise SysctlError(f"sysctl: setting key \"{PREFIX}{key}\": Invalid argument")
-        self._values[key] = tuple(nums) if want == 2 else nums[0]  # type: ignore[assignment]
+        new = tuple(nums) if want == 2 else nums[0]
+        why = refusal(key, new)  # type: ignore[arg-type]
+        if why is not None:
+            raise SysctlError(f"pyvs sysctl: {PREFIX}{key}: {why}")
+        self._values[key] = new  # type: ignore[assignment]
 
     def format(self, name: str) -> str:
         key = self._key(name)

@@ -186,8 +186,9 @@ class Worker:
 
 
 def _is_listing(argv: list[str]) -> bool:
-    listing = any(a in ("-L", "-l", "--list", "-S", "--save") or
-                  (a.startswith("-") and not a.startswith("--") and "L" in a) for a in argv)
+    listing = any(a in ("--list", "--save") or
+                  (a.startswith("-") and not a.startswith("--") and any(c in a for c in "LlS"))
+                  for a in argv)
     return listing and not any(a in ("-Z", "--zero") for a in argv)
 
 

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from pyvs.engine.packet import PacketInfo, build_icmp_time_exceeded, may_send_icmp_error
 from pyvs.engine.verdict import DROP
-
-if TYPE_CHECKING:
-    from pyvs.engine.packet import PacketInfo
 
 PMTU_EXPIRES = 600.0  # ip_rt_mtu_expires: a learned path MTU is forgotten after 10 min
 
@@ -60,9 +58,22 @@ class ForwardContext:
     outbox: list = field(default_factory=list)  # IP packets for the director's stack
     l2_outbox: list = field(default_factory=list)  # (interface name, Ethernet frame)
     pmtu: PathMtu = field(default_factory=PathMtu)
+    # Whether the director's stack forwards a FORWARD packet after pyvs (NFQUEUE: the
+    # kernel routes it, and ip_forward decrements its TTL) or the port transmits it
+    # itself (ring, xdp), so the forwarder does what __ip_vs_get_out_rt does: the TTL.
+    stack_forwards: bool = True
 
     def now(self) -> float:
         return self.clock.now()
+
+
+def time_exceeded(ctx: ForwardContext, buf, info: PacketInfo) -> int:
+    """decrement_ttl(): TTL <= 1 -> ICMP time exceeded to the client (from the VIP, the
+    address the packet was for: icmp_send's choice for a local destination), drop."""
+    if may_send_icmp_error(buf, info):
+        ctx.outbox.append(build_icmp_time_exceeded(buf, info, info.daddr))
+    ctx.drops["ttl-exceeded"] += 1
+    return DROP
 
 
 class Forwarder:

@@ -37,11 +37,12 @@ from pyvs.engine.packet import (
     IPPROTO_TCP,
     IPPROTO_UDP,
     PacketInfo,
+    dec_ttl,
     set_ipv4_header_csum,
     set_l4_checksum,
 )
 from pyvs.engine.verdict import FORWARD
-from pyvs.forwarders.base import Forwarder
+from pyvs.forwarders.base import Forwarder, time_exceeded
 
 __all__ = ["dnat", "snat", "dnat_icmp", "snat_icmp"]
 
@@ -184,6 +185,10 @@ class Masquerade(Forwarder):
     name = "Masq"
 
     def to_real(self, ctx, buf, info, conn) -> int:
+        if not ctx.stack_forwards:  # __ip_vs_get_out_rt's decrement_ttl, before mangling
+            if info.ttl <= 1:
+                return time_exceeded(ctx, buf, info)
+            dec_ttl(buf, info)
         dnat(buf, info, conn.daddr, conn.dport)
         return FORWARD
 

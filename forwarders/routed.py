@@ -8,11 +8,10 @@ import random
 from pyvs.engine.packet import (
     PacketInfo,
     build_icmp_frag_needed,
-    build_icmp_time_exceeded,
     may_send_icmp_error,
 )
 from pyvs.engine.verdict import DROP
-from pyvs.forwarders.base import ForwardContext, Forwarder
+from pyvs.forwarders.base import ForwardContext, Forwarder, time_exceeded
 
 
 class RoutedForwarder(Forwarder):
@@ -25,14 +24,7 @@ class RoutedForwarder(Forwarder):
         self._ident = (self._ident % 0xFFFF) + 1
         return self._ident
 
-    @staticmethod
-    def time_exceeded(ctx: ForwardContext, buf, info: PacketInfo) -> int:
-        """decrement_ttl(): TTL <= 1 -> ICMP time exceeded to the client (from the VIP,
-        the address the packet was for: icmp_send's choice for a local destination)."""
-        if may_send_icmp_error(buf, info):
-            ctx.outbox.append(build_icmp_time_exceeded(buf, info, info.daddr))
-        ctx.drops["ttl-exceeded"] += 1
-        return DROP
+    time_exceeded = staticmethod(time_exceeded)
 
     @staticmethod
     def too_big(ctx: ForwardContext, buf, info: PacketInfo, mtu: int, icmp: bool) -> int:

@@ -6,7 +6,7 @@ weight.  add_dest, del_dest and upd_dest all run ip_vs_wrr_dest_changed(): cl
 goes back to the head, di/mw are recomputed and cw is carried over (reset to mw
 if it is 0 or above mw, otherwise rounded to (cw / di) * di + 1 when di > 1).
 Because ipvsadm adds destinations one at a time, cw is carried across the adds;
-see section 3.3 of the semantics notes for the consequence.
+docs/ipvs-semantics.md ("Schedulers", wrr) shows the consequence.
 
 Schedule walks from the element after cl; a destination wins when it is not
 OVERLOAD and weight >= cw.  At the end of the list cw drops by di; when cw

@@ -48,12 +48,28 @@ def test_median_search_picks_the_middle_run():
     assert traffic.median_search(runs).rate == 2.0
 
 
-def test_conntable_memory_counts_every_entry():
+def test_conntable_memory_counts_every_entry_and_its_bytes():
+    """Every synthetic client makes one entry, and the per-entry cost it reports is the
+    size of a real entry: at least the Conn object with its eleven slots and its index
+    slot (about 100 bytes), at most a few hundred (engine/conntable.py: about 200).  The heap
+    figure comes from tracemalloc in this process; the resident-set figure needs a fresh
+    process (the module says so), so it is measured in one."""
+    import json
+    import subprocess
+    import sys
+
     from pyvs.bench import conn_memory
 
-    res = conn_memory.measure(2000)
-    assert res["entries"] == 2000
-    assert res["rss_delta_bytes"] >= 0
+    res = conn_memory.measure(2000, use_tracemalloc=True)
+    assert res["entries"] == res["requested"] == 2000
+    assert 100 <= res["bytes_per_entry_tracemalloc"] <= 1000
+    out = subprocess.run([sys.executable, "-m", "pyvs.bench.conn_memory", "--entries",
+                          "20000"], capture_output=True, text=True, check=True, timeout=120)
+    fresh = json.loads(out.stdout)
+    assert fresh["entries"] == 20000
+    assert 100 <= fresh["bytes_per_entry_rss"] <= 1000
+    assert fresh["rss_delta_bytes"] == pytest.approx(fresh["bytes_per_entry_rss"] * 20000,
+                                                     rel=0.01)
 
 
 def test_report_lands_between_the_markers(tmp_path):

@@ -360,3 +360,18 @@ def test_fwmark_persistence_shares_one_template_across_protocols():
     (tmpl,) = [c for c in d.conntable.entries() if c.is_template]
     assert tmpl.protocol == 0 and tmpl.vaddr == (5).to_bytes(4, "big")
     assert tmpl.state_name == "NONE"
+
+
+def test_zeroing_everything_also_zeroes_the_totals():
+    """ip_vs_zero_all() zeroes every service and the netns totals; -Z of one service
+    leaves the totals alone."""
+    d, clock, key = make("rr", weights=(1, 1))
+    for n in range(3):
+        send(d, tcp(sport=41000 + n))
+    assert d.total.conns == 3
+    d.services.zero(key)
+    assert d.total.conns == 3
+    d.services.zero(None)
+    assert d.total.as_tuple() == (0, 0, 0, 0, 0)
+    send(d, tcp(sport=42000))
+    assert d.total.conns == 1  # still the object the director counts into

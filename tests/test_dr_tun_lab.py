@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from waiting import wait_for
 
 from pyvs.engine.lab import DrLab, TunLab, servers
 from pyvs.engine.runner import DirectorProcess
@@ -160,9 +161,10 @@ def test_dr_leaves_fin_wait_after_the_clients_fin(dr):
     proc.adm("-C")
     add_service(proc, lab, "-g")
     lab.curl(lab.url())
-    time.sleep(0.2)
-    conns = proc.adm("-L", "-n", "-c").stdout
-    assert "FIN_WAIT" in conns and "198.18.2.13:80" in conns, conns
+    # curl has returned; its FIN reaches the director asynchronously
+    conns = wait_for(lambda: proc.adm("-L", "-n", "-c").stdout,
+                     until=lambda out: "FIN_WAIT" in out, what="FIN_WAIT in -Lnc")
+    assert "198.18.2.13:80" in conns, conns
     stats = proc.adm("-L", "-n", "--stats").stdout.splitlines()
     svc = next(line for line in stats if line.startswith("TCP"))
     assert svc.split()[4] == "0"  # OutPkts: a DR director never sees a reply

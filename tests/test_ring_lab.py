@@ -5,10 +5,9 @@ after a crash) is tested for both in test_fast_ports_lab.py.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from labhelp import add_service, answers_every_probe
+from waiting import wait_for
 
 from pyvs.engine.lab import NatLab
 from pyvs.engine.runner import DirectorProcess
@@ -29,11 +28,15 @@ def test_two_workers_balance_and_stats_show_totals(nat_lab_factory):
         answers = [lab.curl(lab.url(VIP), client_addr=lab.client_addrs[n % 3]).strip()
                    for n in range(12)]
         assert set(answers) == {"rs1", "rs2", "rs3"}
-        time.sleep(0.5)  # workers publish their counters every 0.1 s
-        stats = d.adm("-L", "-n", "-u", f"{VIP}:53", "--stats", "--exact").stdout
-        line = next(row for row in stats.splitlines() if row.startswith("UDP"))
-        conns, inpkts, outpkts, inbytes, outbytes = (int(x) for x in line.split()[2:7])
-        assert (conns, inpkts, outpkts) == (24, 24, 24)
+        def udp_totals():
+            stats = d.adm("-L", "-n", "-u", f"{VIP}:53", "--stats", "--exact").stdout
+            line = next(row for row in stats.splitlines() if row.startswith("UDP"))
+            return tuple(int(x) for x in line.split()[2:7])
+
+        # workers publish their counters every 0.1 s: wait until the listing has them all
+        totals = wait_for(udp_totals, until=lambda t: t[:3] == (24, 24, 24),
+                          what="24 conns/inpkts/outpkts in the merged listing")
+        conns, inpkts, outpkts, inbytes, outbytes = totals
         assert inbytes == 24 * (20 + 8 + len(payload))
         st = d.status()
         assert st["workers"] == 2

@@ -1,5 +1,5 @@
 """Least-connection family against ip_vs_lc.c, ip_vs_wlc.c, ip_vs_sed.c, ip_vs_nq.c,
-ip_vs_fo.c and ip_vs_ovf.c (semantics 3.4-3.9).
+ip_vs_fo.c and ip_vs_ovf.c (docs/ipvs-semantics.md, "Schedulers").
 
 Counters are set directly on the Destination objects; overhead is
 active*256 + inactive (ip_vs_dest_conn_overhead).  Lists are built with
@@ -30,7 +30,7 @@ def pick(svc):
 
 
 def test_lc_example():
-    """ip_vs_lc.c, semantics 3.4: A 266, B 300, C 261 -> C."""
+    """ip_vs_lc.c: A 266, B 300, C 261 -> C."""
     _, svc = service("lc", [(A, 1, 1, 10), (B, 1, 0, 300), (C, 1, 1, 5)])
     assert pick(svc) == C
 
@@ -55,7 +55,7 @@ def test_lc_skips_weight0_and_overload():
 
 
 def test_wlc_example():
-    """ip_vs_wlc.c, semantics 3.5: weights A=1,B=2,C=1, same counts as lc -> B."""
+    """ip_vs_wlc.c: weights A=1,B=2,C=1, same counts as lc -> B."""
     _, svc = service("wlc", [(A, 1, 1, 10), (B, 2, 0, 300), (C, 1, 1, 5)])
     assert pick(svc) == B
 
@@ -88,7 +88,7 @@ def test_wlc_new_dest_wins_ties():
 
 
 def test_sed_vs_nq_example():
-    """ip_vs_sed.c / ip_vs_nq.c, semantics 3.7: A(w1, idle), B(w10, idle): nq -> A, sed -> B."""
+    """ip_vs_sed.c / ip_vs_nq.c: A(w1, idle), B(w10, idle): nq -> A, sed -> B."""
     _, svc = service("nq", [(A, 1, 0, 0), (B, 10, 0, 0)])
     assert pick(svc) == A
     _, svc = service("sed", [(A, 1, 0, 0), (B, 10, 0, 0)])

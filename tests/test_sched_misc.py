@@ -1,5 +1,5 @@
 """twos, lblc and lblcr against ip_vs_twos.c, ip_vs_lblc.c and ip_vs_lblcr.c
-(semantics 3.10, 3.14, 3.15).  Time is a VirtualClock; randomness is injected."""
+(docs/ipvs-semantics.md, "Schedulers").  Time is a VirtualClock; randomness is injected."""
 
 import random
 

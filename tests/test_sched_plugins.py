@@ -25,7 +25,31 @@ def test_all_builtins_available():
         cls = registry.lookup(name)
         assert cls.name == name
         assert cls.__module__ == f"pyvs.schedulers.{name}"
-        assert "ip_vs_" in (__import__(cls.__module__, fromlist=["x"]).__doc__ or "")
+
+
+HASHING = {"dh", "sh", "mh"}  # no fallback: a client hashed to an unusable server fails
+
+
+@pytest.mark.parametrize("name", registry.BUILTIN)
+def test_every_builtin_schedules_only_usable_destinations(name):
+    """What every kernel scheduler shares: a lone server of weight 1 is chosen; a lone
+    server that is OVERLOADed or has weight 0 is not (ip_vs_scheduler_err, "no destination
+    available"); beside a weight-0 server, only the other one is ever chosen (the hashing
+    schedulers fail instead for clients hashed to the weight-0 one)."""
+    _, svc = build(name, [(A, 1)])
+    assert name_of(svc.scheduler.schedule(svc, flow())) == A
+    _, svc = build(name, [(A, 1)])
+    dest(svc, A).flags |= DEST_F_OVERLOAD
+    assert svc.scheduler.schedule(svc, flow()) is None
+    _, svc = build(name, [(A, 0)])
+    assert svc.scheduler.schedule(svc, flow()) is None
+    allowed = {B, None} if name in HASHING else {B}
+    for items in ([(A, 0), (B, 1)], [(B, 1), (A, 0)]):  # the weight-0 one last, then first
+        _, svc = build(name, items)
+        picks = Counter(name_of(svc.scheduler.schedule(svc, flow(f"10.9.{i}.{i + 1}",
+                                                                 daddr=f"192.0.2.{i + 1}")))
+                        for i in range(40))
+        assert set(picks) <= allowed and picks[B] > 0, picks
 
 
 def test_unknown_scheduler_enoent():

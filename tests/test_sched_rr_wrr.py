@@ -1,4 +1,4 @@
-"""rr and wrr against net/netfilter/ipvs/ip_vs_rr.c and ip_vs_wrr.c (semantics 3.2, 3.3).
+"""rr and wrr against net/netfilter/ipvs/ip_vs_rr.c and ip_vs_wrr.c (docs/ipvs-semantics.md).
 
 Services are built through ServiceTable one `ipvsadm -a` at a time, so the list
 is newest-first and wrr's dest_changed runs on each add, as in the kernel.
@@ -96,7 +96,7 @@ def test_rr_empty_service():
 
 # ---------------------------------------------------------------- wrr
 def test_wrr_ipvsadm_adds_4_3_2():
-    """ip_vs_wrr.c, semantics 3.3: adds A4,B3,C2 -> C B A | A | B A | C B A | C B A, then
+    """ip_vs_wrr.c: adds A4,B3,C2 -> C B A | A | B A | C B A | C B A, then
     the 9-cycle A | B A | C B A | C B A (cw carried across the adds' dest_changed)."""
     _, svc = build("wrr", [("10.0.0.1", 4), ("10.0.0.2", 3), ("10.0.0.3", 2)])
     s = svc.scheduler
@@ -107,7 +107,7 @@ def test_wrr_ipvsadm_adds_4_3_2():
 
 def _fresh(weights_in_list_order):
     """A service whose wrr state is re-initialised (cw = mw), like init_service on an
-    existing list (ipvsadm -E -s wrr), to check the table rows of semantics 3.3."""
+    existing list (ipvsadm -E -s wrr), to check the worked table rows."""
     names = [f"10.0.0.{i + 1}" for i in range(len(weights_in_list_order))]
     # add in reverse so the list order is as written
     items = list(zip(names, weights_in_list_order, strict=True))[::-1]
@@ -118,7 +118,7 @@ def _fresh(weights_in_list_order):
 
 
 def test_wrr_table_rows():
-    """ip_vs_wrr.c worked table (semantics 3.3), list order as written, cw starting at mw."""
+    """ip_vs_wrr.c worked table, list order as written, cw starting at mw."""
     rows = [
         ((4, 3, 2), "A A B A B C A B C"),
         ((2, 3, 5), "C C B C A B C A B C"),

@@ -58,15 +58,13 @@ class Port:
 
 @dataclass
 class PortContext:
-    """What opening a port may use.  ``fast``: a fast port of the same run serves TCP/UDP
-    to services' addr:port, so NFQUEUE takes only the rest."""
+    """What opening a port may use."""
 
     director: Any
     raw: Any  # engine/io/raw.py RawSender: the director's own stack
     interfaces: list[str] | None = None
     fanout_group: int | None = None
     queue: int = 20601
-    fast: bool = False
     options: dict = field(default_factory=dict)
 
 
@@ -77,7 +75,6 @@ MODES: dict[str, tuple[str, ...]] = {
     "ring": ("ring", "nfqueue"),
     "xdp": ("xdp", "nfqueue"),
 }
-FAST = frozenset({"ring", "xdp"})
 _CLASSES = {
     "nfqueue": "pyvs.engine.io.nfqueue:NfQueuePort",
     "ring": "pyvs.engine.io.ring:RingPort",
@@ -96,7 +93,6 @@ def open_ports(mode: str, ctx: PortContext) -> list[Port]:
     if mode not in MODES:
         raise ValueError(f"unknown --io {mode!r} (choose from {', '.join(MODES)})")
     names = MODES[mode]
-    ctx.fast = any(n in FAST for n in names)
     ports: list[Port] = []
     try:
         for name in names:

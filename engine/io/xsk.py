@@ -2,7 +2,7 @@
 
 Why: with AF_PACKET the forwarder's core pays for the kernel's socket receive work
 (skb, tap, netdev ingress drop) of every frame, ~70 % of it at saturation
-(perf-ceilings.md).  With XDP the frame is copied into our memory straight from the
+(docs/performance.md).  With XDP the frame is copied into our memory straight from the
 driver's receive path, before any skb is built for the stack, on whichever CPU runs
 that path (for veth: the sender's CPU), and an overloaded forwarder loses frames
 there, cheaply, instead of in a receive livelock on its own core.

@@ -9,7 +9,7 @@ subprocess).  Two things go through subprocess, and only here:
 * running programs inside a namespace (``run`` / ``popen``), through
   ``ip netns exec``, exactly as an administrator would.
 
-Safety rules the lab relies on (see DESIGN.md "Labs and addresses"):
+Safety rules the lab relies on (the address plan: README.md, "Labs"):
 
 * veth pairs are created *inside* a lab namespace with the peer placed directly
   in another lab namespace, so no interface ever appears in the host namespace;
@@ -181,11 +181,6 @@ def set_master(ns: str, ifname: str, master: str) -> None:
     """Enslave ``ifname`` to bridge ``master`` (``ip link set IF master BR``)."""
     with NetNS(ns) as ipr:
         ipr.link("set", index=_index(ipr, ifname), master=_index(ipr, master))
-
-
-def link_up(ns: str, ifname: str) -> None:
-    with NetNS(ns) as ipr:
-        ipr.link("set", index=_index(ipr, ifname), state="up")
 
 
 def add_addr(ns: str, ifname: str, cidr: str) -> None:
