@@ -22,6 +22,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                         format="pyvs[%(process)d] %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     if args.workers > 1:
+        if args.conn_limit is not None:
+            sys.stderr.write("pyvs run: --conn-limit works with one worker (each worker has "
+                             "its own table)\n")
+            return 2
         try:
             from pyvs.engine.workers import run_workers
         except ImportError:
@@ -29,6 +33,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 2
         return run_workers(args)
     daemon = Daemon(io=args.io, interfaces=args.interfaces)
+    if args.conn_limit is not None:
+        daemon.director.defense.limit = args.conn_limit
     if args.rules:
         from pyvs.engine.config import RulesError, load_rules
 
@@ -112,6 +118,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     clients=args.clients, scheduler=args.scheduler, io=args.io)
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"not a count of entries: {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyvs", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -127,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="worker processes (ring mode, PACKET_FANOUT hash); default 1")
     run.add_argument("--interface", dest="interfaces", action="append", metavar="IF",
                      help="ring/xdp interfaces (default: every interface with an address)")
+    run.add_argument("--conn-limit", type=_non_negative, metavar="N",
+                     help="most connection entries the table holds (templates included); "
+                          "new connections beyond it are dropped and counted, none is "
+                          "evicted; 0 = no bound (default 1048576, about 240 MiB)")
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"])
     run.set_defaults(func=cmd_run)

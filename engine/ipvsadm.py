@@ -27,10 +27,10 @@ Deliberate differences from ipvsadm (documented here once):
   u32 values, which misorders addresses that differ by 2^31 or more.
 * The program name printed in usage/"Try" messages is "pyvsadm" (ipvsadm prints
   its argv[0]).
-* The sync daemon is not implemented by the engine: --start-daemon fails with
-  libipvs' message for ENOPROTOOPT ("Protocol not available", what a kernel
-  without that control command answers), --stop-daemon with "No daemon is
-  running" (ESRCH, true: none runs), and -L --daemon prints nothing.
+* The sync daemon (--start-daemon, --stop-daemon, -L --daemon) acts on the
+  director's engine/sync/daemon.py SyncDaemons, handed to run() by `pyvs run`;
+  called without one (a bare director), --start-daemon answers "Protocol not
+  available" (ENOPROTOOPT) as a kernel without the command would.
 * Scheduler names are not truncated to 15 characters, so pyvs' "file.py:Class"
   and "module:Class" scheduler specs work.
 """
@@ -219,6 +219,7 @@ class _Out:
     def __init__(self) -> None:
         self.out: list[str] = []
         self.err: list[str] = []
+        self.sync = None  # engine/sync/daemon.py SyncDaemons, for the daemon commands
 
     def p(self, s: str) -> None:
         self.out.append(s)
@@ -639,6 +640,13 @@ class _Cmd:
         # timeouts
         self.timeouts = (0, 0, 0)
         self.daemon_state = ""
+        # sync daemon (ipvs_daemon_t); 0 / "" = the kernel's default
+        self.mcast_ifn = ""
+        self.syncid = 0
+        self.sync_maxlen = 0
+        self.mcast_group = ""
+        self.mcast_port = 0
+        self.mcast_ttl = 0
 
 
 def _tokenize(argv: list[str]):
@@ -824,9 +832,11 @@ def _apply_option(o: _Out, ce: _Cmd, tag: str, arg: str | None, tok: str,
         ce.fmt |= FMT_NUMERIC
     elif tag == "mcast-interface":
         _set_option(o, ce, OPTC_MCAST)
+        ce.mcast_ifn = arg[:IFNAME_MAXLEN - 1]
     elif tag == "syncid":
         _set_option(o, ce, OPTC_SYNCID)
-        if string_to_number(arg, 0, 255) == -1:
+        ce.syncid = string_to_number(arg, 0, 255)
+        if ce.syncid == -1:
             o.fail("illegal syncid specified")
     elif tag == "timeout":
         _set_option(o, ce, OPTC_TIMEOUT)
@@ -864,6 +874,7 @@ def _apply_option(o: _Out, ce: _Cmd, tag: str, arg: str | None, tok: str,
             a6 = _inet_pton6(arg)
             if a6 is None or a6[0] != 0xFF:
                 o.fail(f"invalid IPv6 mcast-group `{arg}'")
+            ce.mcast_group = socket.inet_ntop(socket.AF_INET6, bytes(a6))
         else:
             try:
                 a4 = socket.inet_pton(AF_INET, arg)
@@ -871,12 +882,15 @@ def _apply_option(o: _Out, ce: _Cmd, tag: str, arg: str | None, tok: str,
                 a4 = None
             if a4 is None or not 224 <= a4[0] <= 239:
                 o.fail(f"invalid IPv4 mcast-group `{arg}'")
+            ce.mcast_group = socket.inet_ntop(AF_INET, a4)
     elif tag in ("mcast-port", "mcast-ttl", "sync-maxlen"):
         optc, hi = {"mcast-port": (OPTC_MCAST_PORT, 65535), "mcast-ttl": (OPTC_MCAST_TTL, 255),
                     "sync-maxlen": (OPTC_SYNC_MAXLEN, 65535 - 20 - 8)}[tag]
         _set_option(o, ce, optc)
-        if string_to_number(arg, 1, hi) == -1:
+        value = string_to_number(arg, 1, hi)
+        if value == -1:
             o.fail(f"illegal {tag} specified")
+        setattr(ce, tag.replace("-", "_"), value)
     elif tag == "tun-type":
         _set_option(o, ce, OPTC_TUN_TYPE)
         if arg not in TUNNAMES:
@@ -1055,17 +1069,55 @@ def _execute(o: _Out, ce: _Cmd, director) -> int:
         elif ce.cmd == CMD_TIMEOUT:
             op = "set_timeout"
             director.set_timeouts(*ce.timeouts)
-        elif ce.cmd == CMD_STARTDAEMON:
-            # Not implemented by the engine: answer as a kernel without the command would.
-            op = "start_daemon"
-            raise IPVSError(errno.ENOPROTOOPT)
-        elif ce.cmd == CMD_STOPDAEMON:
-            op = "stop_daemon"  # no sync daemon can be running in pyvs
-            raise IPVSError(errno.ESRCH)
+        elif ce.cmd in (CMD_STARTDAEMON, CMD_STOPDAEMON):
+            op = "start_daemon" if ce.cmd == CMD_STARTDAEMON else "stop_daemon"
+            _daemon_command(o, ce)
     except IPVSError as err:
         o.e(ipvs_strerror(op, err.errno) + "\n")
         return -1
     return 0
+
+
+IFNAME_MAXLEN = 16  # IP_VS_IFNAME_MAXLEN
+DEF_MCAST_IFN = "eth0"
+DAEMON_STATES = {"master": 1, "backup": 2}  # IP_VS_STATE_MASTER, IP_VS_STATE_BACKUP
+
+
+def _daemon_command(o: _Out, ce: _Cmd) -> None:
+    """ipvs_start_daemon / ipvs_stop_daemon against the director's sync daemons."""
+    sync = o.sync
+    state = DAEMON_STATES[ce.daemon_state]
+    if sync is None:
+        raise IPVSError(errno.ENOPROTOOPT if ce.cmd == CMD_STARTDAEMON else errno.ESRCH)
+    if ce.cmd == CMD_STOPDAEMON:
+        sync.stop(state)
+        return
+    from pyvs.engine.sync.master import SyncConfig
+
+    cfg = SyncConfig(mcast_ifn=ce.mcast_ifn or DEF_MCAST_IFN, syncid=ce.syncid,
+                     sync_maxlen=ce.sync_maxlen)
+    if ce.mcast_group:
+        cfg.mcast_group = ce.mcast_group
+    if ce.mcast_port:
+        cfg.mcast_port = ce.mcast_port
+    if ce.mcast_ttl:
+        cfg.mcast_ttl = ce.mcast_ttl
+    sync.start(state, cfg)
+
+
+def list_daemon(o: _Out) -> None:
+    """list_daemon(): one line per running daemon, master first."""
+    sync = o.sync
+    for name, cfg in (sync.running() if sync is not None else []):
+        line = f"{name} sync daemon (mcast={cfg.mcast_ifn}, syncid={cfg.syncid}"
+        if cfg.sync_maxlen:
+            line += f", maxlen={cfg.sync_maxlen}"
+        line += f", group={cfg.mcast_group}"
+        if cfg.mcast_port:
+            line += f", port={cfg.mcast_port}"
+        if cfg.mcast_ttl:
+            line += f", ttl={cfg.mcast_ttl}"
+        o.p(line + ")\n")
 
 
 def _process(o: _Out, argv: list[str], stdin: str, director, reading_stdin: bool) -> int:
@@ -1115,7 +1167,7 @@ def _process(o: _Out, argv: list[str], stdin: str, director, reading_stdin: bool
             tcp, tcpfin, udp = director.get_timeouts()
             o.p(f"Timeout (tcp tcpfin udp): {tcp} {tcpfin} {udp}\n")
         elif opts & bit(OPTC_DAEMON):
-            pass  # list_daemon(): no sync daemon runs in pyvs
+            list_daemon(o)
         else:
             list_all(o, director, ce.fmt)
         return 0
@@ -1145,9 +1197,11 @@ def _restore(o: _Out, stdin: str, director, reading_stdin: bool) -> int:
     return result
 
 
-def run(argv: list[str], stdin: str, director) -> tuple[int, str, str]:
-    """Execute one ipvsadm invocation; argv excludes the program name."""
+def run(argv: list[str], stdin: str, director, sync=None) -> tuple[int, str, str]:
+    """Execute one ipvsadm invocation; argv excludes the program name.  ``sync``: the
+    director's sync daemons (engine/sync/daemon.py), if it has any."""
     o = _Out()
+    o.sync = sync
     try:
         if not argv:
             list_all(o, director, 0)

@@ -6,6 +6,7 @@ Source: Documentation/networking/ipvs-sysctl.rst and ip_vs_ctl.c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 PREFIX = "net.ipv4.vs."
@@ -63,6 +64,17 @@ class Sysctl:
         self._values: dict[str, int | tuple[int, int]] = {
             name: s.default for name, s in SETTINGS.items()
         }
+        self._watchers: list[Callable[[str], None]] = []
+
+    def watch(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(short_name)`` after every successful set() (the kernel's
+        proc handlers that act on a write, e.g. proc_do_defense_mode)."""
+        self._watchers.append(callback)
+
+    def store(self, name: str, value: int) -> None:
+        """Write a value from inside the engine, without the write handlers (as
+        update_defense_level flips drop_entry between 1 and 2)."""
+        self._values[self._key(name)] = value
 
     @staticmethod
     def _key(name: str) -> str:
@@ -102,6 +114,8 @@ class Sysctl:
         if key == "sync_threshold" and nums[1] and nums[0] >= nums[1]:
             raise SysctlError(f"sysctl: setting key \"{PREFIX}{key}\": Invalid argument")
         self._values[key] = tuple(nums) if want == 2 else nums[0]  # type: ignore[assignment]
+        for callback in self._watchers:
+            callback(key)
 
     def format(self, name: str) -> str:
         key = self._key(name)
