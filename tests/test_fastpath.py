@@ -20,6 +20,7 @@ from pyvs.engine.clock import VirtualClock
 from pyvs.engine.director import Director
 from pyvs.engine.fastpath import FastPath
 from pyvs.engine.packet import parse, set_ipv4_header_csum, set_l4_checksum
+from pyvs.engine.sync.master import SyncConfig, SyncMaster
 from pyvs.engine.verdict import FORWARD
 
 VIP = "198.18.1.1"
@@ -110,12 +111,20 @@ def snapshot(d: Director):
 @given(batches=st.lists(st.tuples(st.lists(event, max_size=40),
                                   st.sampled_from([0, 0.05, 1, 3, 30, 200])),
                         min_size=1, max_size=6),
-       secure=st.booleans())
-def test_fast_and_slow_paths_agree(batches, secure):
+       secure=st.booleans(), sync=st.sampled_from([None, "3 50", "1 2", "0 1", "2 0"]))
+def test_fast_and_slow_paths_agree(batches, secure, sync):
+    """Also with a sync master: the fast path's frames count for the sync rules (the
+    in_pkts threshold), so both send the same records in the same order."""
     slow, fast = make_director(), make_director()
-    if secure:
-        for d in (slow, fast):
+    masters = []
+    for d in (slow, fast):
+        if secure:
             d.sysctl.set("secure_tcp", "3")
+        if sync is not None:
+            d.sysctl.set("sync_threshold", sync)
+            m = SyncMaster(SyncConfig("eth0"), d.sysctl, d.clock, 1)
+            d.sync_observer = m.observe
+            masters.append(m)
     fp = FastPath(fast)
     for events, advance in batches:
         pkts = [build(ev) for ev in events]
@@ -136,6 +145,10 @@ def test_fast_and_slow_paths_agree(batches, secure):
             out = bytes(block[o + 14:o + len(f)])
             assert out == (bytes(sb) if v == FORWARD else f[14:])
         assert snapshot(fast) == snapshot(slow)
+        if masters:
+            sent = [m.due(d.clock.now() + 2) for m, d in zip(masters, (slow, fast),
+                                                             strict=True)]
+            assert sent[0] == sent[1]
         for d in (slow, fast):
             d.clock.advance(advance)
             d.tick()
