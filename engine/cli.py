@@ -82,7 +82,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ConnectionRefusedError):
         sys.stderr.write("pyvs status: no pyvs director runs in this network namespace\n")
         return 1
-    print(json.dumps({k: reply[k] for k in ("connections", "drops", "io", "ports", "workers")
+    print(json.dumps({k: reply[k] for k in ("connections", "drops", "io", "ports", "workers",
+                                            "sync", "defense")
                       if k in reply}, indent=2))
     return 0
 
