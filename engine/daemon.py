@@ -124,10 +124,11 @@ class Daemon:
             return
         with conn:
             try:
-                if control.peer_uid(conn) != 0:
-                    reply = {"rc": 1, "out": "", "err": "Permission denied (you must be root)\n"}
+                refused = control.refusal(conn)
+                request = control.read_request(conn)  # read even if refused: no reset
+                if refused is not None:
+                    reply = {"rc": 1, "out": "", "err": refused + "\n"}
                 else:
-                    request = control.read_request(conn)
                     try:
                         reply = self.handle_request(request)
                     except Exception as err:  # always answer; the director keeps running
