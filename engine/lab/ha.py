@@ -174,7 +174,8 @@ class HaLab(Lab):
             return []
         return [(float(t), s) for t, s in (line.split() for line in lines if line)]
 
-    def start_directors(self, config: list[list[str]], run_args: tuple[str, ...] = ()) -> None:
+    def start_directors(self, config: list[list[str]], run_args: tuple[str, ...] = (),
+                        keepalived: bool = True) -> None:
         """pyvs run + the same pyvsadm configuration in both directors, then keepalived."""
         for role in self.DIRECTORS:
             d = DirectorProcess(self.ns(role), log_path=self.state_dir / f"{role}-pyvs.log",
@@ -182,7 +183,7 @@ class HaLab(Lab):
             self.directors[role] = d.start()
             for argv in config:
                 d.adm(*argv)
-        for role in self.DIRECTORS:
+        for role in self.DIRECTORS if keepalived else ():
             script = self.state_dir / f"{role}-notify.sh"
             script.write_text(NOTIFY_SCRIPT.format(
                 python=sys.executable, events=self.state_dir / f"{role}-events",
