@@ -9,8 +9,12 @@ times what one entry costs (ENTRY_BYTES), in 4 KiB pages, so ``amemthresh``
 (default 1024 pages = 16,384 entries) keeps its meaning and unit.
 
 * The bound: a packet that would create an entry (or a template and an entry) in a
-  full table is dropped and counted as ``conn-limit``; nothing is evicted to make
-  room, so established connections are never cut by a flood.
+  full table takes the place of the oldest half-open TCP entry (SYN_RECV or SYNACK:
+  what drop_entry removes first; counted as ``half-open-reclaimed``), or, when there
+  is none, is dropped and counted as ``conn-limit``.  Established entries are never
+  evicted to make room, so a flood of spoofed SYNs cannot cut a connection, and a
+  legitimate handshake, which leaves SYN_RECV within a round trip, outlives the
+  flood's entries.
 * ``drop_packet`` (ip_vs_todrop): 1 = automatic (2 while under pressure), 3 =
   always; drops one of every ``rate`` new-connection packets, ``rate = amemthresh /
   (amemthresh - available)`` or ``am_droprate`` in mode 3; counted as
@@ -26,7 +30,7 @@ times what one entry costs (ENTRY_BYTES), in 4 KiB pages, so ``amemthresh``
 from __future__ import annotations
 
 import random
-from collections import Counter
+from collections import Counter, deque
 
 from pyvs.engine.model import (
     CONN_F_HASHED,
@@ -62,6 +66,8 @@ class Defense:
         self.old_secure_tcp = 0
         self.dropentry_counters = [0] * 9
         self.next_update = 0.0
+        self.reclaimable: deque = deque()  # entries in creation order, oldest first
+        self.next_refill = 0.0
         sysctl.watch(self._sysctl_written)
 
     # -- pressure ----------------------------------------------------------------------------
@@ -123,9 +129,44 @@ class Defense:
             if self.drop_counter <= 0:
                 self.drop_counter = self.drop_rate
                 return "defense-drop-packet"
-        if self.limit and len(self.table) + entries > self.limit:
-            return "conn-limit"
+        if self.limit:
+            while len(self.table) + entries > self.limit:
+                if not self.reclaim_half_open():
+                    return "conn-limit"
         return None
+
+    def reclaim_half_open(self) -> bool:
+        """Remove the oldest half-open TCP entry (and a template it leaves unused).
+        Candidates are taken from the table in creation order when the list runs out,
+        so each entry is looked at about once per refill: O(1) per reclaimed entry."""
+        pending = self.reclaimable
+        for refilled in (False, True):
+            while pending:
+                conn = pending.popleft()
+                if (conn.flags & CONN_F_HASHED and conn.protocol == IPPROTO_TCP
+                        and conn.state in (SYN_RECV, SYNACK) and not conn.n_control):
+                    self._drop(conn)
+                    self.counters["half-open-reclaimed"] += 1
+                    return True
+            now = self.clock.now()
+            if refilled or now < self.next_refill:
+                return False
+            pending.extend(c for c in self.table.by_in.values()
+                           if c.state == SYN_RECV or c.state == SYNACK)
+            if not pending:  # a table without half-open entries is not rescanned for 1 s
+                self.next_refill = now + 1.0
+        return False
+
+    def _drop(self, conn) -> int:
+        """Remove an entry, and its controller if nothing else uses it and it is not an
+        assured template (ip_vs_conn_expire with a zero timeout)."""
+        ctl = conn.control
+        self.table.remove(conn)
+        if (ctl is not None and not ctl.n_control
+                and (not ctl.flags & CONN_F_TEMPLATE or not ctl.state & CTPL_ASSURED)):
+            self.table.remove(ctl)
+            return 2
+        return 1
 
     # -- drop_entry ---------------------------------------------------------------------------
     def random_dropentry(self, now: float) -> int:
@@ -154,13 +195,7 @@ class Defense:
                     continue
             elif not self._todrop_entry(conn, now):
                 continue
-            ctl = conn.control
-            table.remove(conn)
-            dropped += 1
-            if (ctl is not None and not ctl.n_control
-                    and (not ctl.flags & CONN_F_TEMPLATE or not ctl.state & CTPL_ASSURED)):
-                table.remove(ctl)  # a controller nothing uses any more goes too
-                dropped += 1
+            dropped += self._drop(conn)
         self.counters["entries-dropped"] += dropped
         return dropped
 

@@ -45,27 +45,40 @@ def establish(d: Director, n: int) -> None:
     assert conn.state == ESTABLISHED
 
 
-def test_a_full_table_drops_new_connections_counted_and_keeps_established_ones():
+def test_a_full_table_recycles_half_open_entries_and_never_established_ones():
     d = director(limit=50)
     for n in range(5):
         establish(d, n)
     flood = [syn(1000 + n) for n in range(200)]
-    verdicts = d.process(flood)
-    assert verdicts.count(FORWARD) == 45 and verdicts.count(DROP) == 155
-    assert d.drops["conn-limit"] == 155
+    assert d.process(flood) == [FORWARD] * 200  # the oldest half-open entries make room
+    assert d.defense.counters["half-open-reclaimed"] == 155
     assert len(d.conntable) == 50
-    for n in range(5):  # established connections go on, nothing was evicted
+    for n in range(5):  # established connections go on, none was evicted
         assert d.process([syn(n, "PA", f"198.18.0.{10 + n}")]) == [FORWARD]
-    # half-open entries expire (SYN_RECV: 60 s) and make room again
-    d.clock.advance(61)
+    # a legitimate handshake completes in the middle of the flood
+    establish(d, 7)
+    d.process([syn(2000 + n) for n in range(200)])
+    assert sum(c.state == ESTABLISHED for c in d.conntable.entries()) == 6
+
+
+def test_a_table_full_of_established_connections_drops_new_ones_counted():
+    d = director(limit=6)
+    for n in range(6):
+        establish(d, n)
+    verdicts = d.process([syn(1000 + n) for n in range(20)])
+    assert verdicts == [DROP] * 20
+    assert d.drops["conn-limit"] == 20
+    assert len(d.conntable) == 6
+    # entries that end make room again
+    d.process([syn(0, "RA", "198.18.0.10")])
+    d.clock.advance(11)
     d.tick()
-    assert len(d.conntable) == 5
     assert d.process([syn(5000)]) == [FORWARD]
 
 
 def test_a_persistent_connection_needs_room_for_its_template_too():
     d = director(limit=3, persistent=True)
-    assert d.process([syn(1)]) == [FORWARD]  # template + connection
+    establish(d, 1)  # template + connection
     assert d.process([syn(2)]) == [DROP]  # would make 4
     assert d.drops["conn-limit"] == 1
 
