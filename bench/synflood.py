@@ -8,10 +8,11 @@ flood.
 A NAT lab (engine/lab NatLab, 2 real servers); `pyvs run --conn-limit N`.  The flood
 is bench/gen.c ``synflood`` from the client namespace at the generator's full rate:
 TCP SYNs to the VIP, every one from a new spoofed source (198.19.0.0/16, in the lab
-range; nothing answers them).  Two windows of the same length, first without, then
-with the flood; in both, one held connection downloads at up to HELD_RATE and a
-client opens a new connection every LEGIT_INTERVAL (GET /, 10 s to succeed, which
-leaves room for SYN retransmissions).  Reported per window: the held connection's
+range, routed to a blackhole on the director; the real servers answer with SYN
+cookies, as servers behind a director under a flood should).  Two windows of the same
+length, first without, then with the flood; in both, one held connection downloads at
+up to HELD_RATE and a client opens a new connection every LEGIT_INTERVAL (GET /, 10 s
+to succeed, which leaves room for SYN retransmissions).  Reported per window: the held connection's
 throughput, the new connections' success rate and latency; during the flood: the
 director's largest table and RSS, its drops by reason, what the kernel's queue
 dropped, and the generator's rate.
@@ -136,6 +137,12 @@ def run_trial(seconds: float = 30.0, io: str = "nfqueue", conn_limit: int = 50_0
     try:
         nx.sysctl(lab.ns("director"), {"net.ipv4.conf.all.rp_filter": 0,
                                        "net.ipv4.conf.default.rp_filter": 0})
+        # the spoofed sources are "out there": their replies are discarded on the way,
+        # and the real servers answer floods with SYN cookies only (no SYN-ACK resent)
+        nx.run(lab.ns("director"), ["ip", "route", "add", "blackhole", f"{FLOOD_SRC}/16"],
+               check=True)
+        for rs in lab.real_server_list():
+            nx.sysctl(rs["ns"], {"net.ipv4.tcp_syncookies": 2})
         d = DirectorProcess(lab.ns("director"), log_path=lab.state_dir / "pyvs.log",
                             args=("--io", io, "--conn-limit", str(conn_limit)))
         d.start()
@@ -196,7 +203,9 @@ def run_trial(seconds: float = 30.0, io: str = "nfqueue", conn_limit: int = 50_0
             flooded["held_Bps"] = round(_window_rate(timeline, t2, t3))
             status = d.status()
             kernel = kernel_drops(lab.ns("director"))
+            held_alive = held.poll() is None  # still downloading: never reset or stalled out
             return {
+                "held_alive": held_alive,
                 "kernel_drops": kernel,
                 "seconds": seconds, "io": io, "conn_limit": conn_limit,
                 "sysctls": list(sysctls),
@@ -226,12 +235,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--io", default="nfqueue", choices=["nfqueue", "ring", "xdp"])
     p.add_argument("--conn-limit", type=int, default=50_000)
     p.add_argument("--sysctl", action="append", default=[])
+    p.add_argument("--rate", type=float, default=0, help="flood pps (0 = the generator's "
+                   "full rate)")
     p.add_argument("--json")
     a = p.parse_args(argv)
     if a.cmd == "legit":
         print(json.dumps(legit(a.src, a.host, a.seconds)))
         return 0
-    result = run_trial(a.seconds, a.io, a.conn_limit, tuple(a.sysctl))
+    result = run_trial(a.seconds, a.io, a.conn_limit, tuple(a.sysctl), a.rate)
     text = json.dumps(result, indent=2)
     print(text)
     if a.json:
