@@ -5,7 +5,8 @@ through the backup, a persistent client keeps its real server, new connections a
 scheduled by the backup.
 
 The timeline of a run (bytes received against time) is written to the file named by
-PYVS_HA_TIMELINE, if set, for bench/ha_timeline.py to plot.
+PYVS_HA_TIMELINE, if set ("{forwarding}" in it becomes nat or dr), for
+bench/ha_timeline.py to plot.
 """
 
 from __future__ import annotations
@@ -127,8 +128,9 @@ def test_failover_keeps_established_and_persistent_connections(ha_lab):
     assert service_conns(backup) == before + 1
     path = os.environ.get("PYVS_HA_TIMELINE")
     if path:
-        with open(path, "w") as f:
+        with open(path.replace("{forwarding}", lab.forwarding), "w") as f:
             json.dump({"forwarding": lab.forwarding, "killed_at": killed_at,
+                       "backup_events": lab.events("dir2"),
                        "vip_taken_at": took_over, "size": SIZE, "rate": RATE,
                        "keepalived_conf": lab.keepalived_conf("dir2"),
                        "timeline": [line.split() for line in open(timeline)]}, f)

@@ -207,14 +207,20 @@ class HaLab(Lab):
         return any(a.split("/")[0] == self.VIP for a in nx.addrs(self.ns(role), "eth0"))
 
     def kill_director(self, role: str) -> None:
-        """A dead host: SIGKILL to everything in the namespace, links down."""
-        for pid in nx.ns_pids(self.ns(role)):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        for ifname in ("eth0", "eth1"):
-            nx.run(self.ns(role), ["ip", "link", "set", ifname, "down"], check=False)
+        """A dead host: everything in the namespace stops at once (SIGSTOP first, so no
+        process gets to act on another's death: keepalived's VRRP child would otherwise
+        see its parent die and send a goodbye advertisement), its links go down, then
+        every process gets SIGKILL."""
+        pids = nx.ns_pids(self.ns(role))
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            if sig == signal.SIGSTOP:
+                for ifname in ("eth0", "eth1"):
+                    nx.run(self.ns(role), ["ip", "link", "set", ifname, "down"], check=False)
         deadline = time.monotonic() + 5
         for proc in [self.keepalived.get(role), self.directors[role].proc]:
             if proc is not None:

@@ -141,7 +141,7 @@ class SyncDaemons:
         backup = self.backup
         if backup is None:
             return
-        bufsize = max(self.configs[STATE_BACKUP].sync_maxlen, 65535)
+        bufsize = self.configs[STATE_BACKUP].sync_maxlen  # longer ones fail the size check
         for _ in range(RECV_BATCH):
             try:
                 data, addr = sock.recvfrom(bufsize)
