@@ -431,3 +431,19 @@ def test_syn_recv_connections_are_not_sent():
     conn = d.conntable.in_get(6, pack_addr(CLIENT), 40000, pack_addr(VIP), 80)
     assert conn.state == SYN_RECV
     assert m.counters["records"] == 0
+
+
+def test_a_full_queue_drops_messages_counted_and_threads_share_the_entries():
+    d = director(*nat_config())
+    d.sysctl.set("sync_qlen_max", "2")
+    m = SyncMaster(SyncConfig("eth0", syncid=1, sync_maxlen=8 + 36), d.sysctl, d.clock, 2)
+    d.sync_observer = m.observe
+    for n in range(12):  # one record per message: 11 full messages, one still filling
+        handshake(d, sport=47000 + n)
+    queued = sum(len(t.queue) for t in m.threads)
+    assert queued <= 2 * 2  # sync_qlen_max per thread
+    assert m.counters["queue-full-dropped"] == m.counters["records"] - queued - sum(
+        t.buff is not None for t in m.threads)
+    assert m.counters["queue-full-dropped"] > 0
+    sent = m.due(d.clock.now() + 2)
+    assert {thread for thread, _ in sent} == {0, 1}  # both sync threads (sync_ports=2)

@@ -95,7 +95,8 @@ class SyncMaster:
         rec = record_of(conn)
         data = encode_record_v0(rec) if v0 else encode_record(rec)
         version = 0 if v0 else 1
-        th = self.threads[(id(conn) >> 6) & self.mask]  # select_master_thread_id
+        k = conn.ikey  # select_master_thread_id: a fixed thread per entry (client port/address)
+        th = self.threads[((k >> 48) ^ (k >> 64)) & self.mask]
         buff = th.buff
         if buff is not None and (buff.version != version or not buff.fits(len(data))):
             self._queue(th, buff, now)
