@@ -1,4 +1,4 @@
-"""The `pyvs` command: run | sysctl | lab | realserver | demo."""
+"""The `pyvs` command: run | sysctl | lab | realserver | demo | sim."""
 
 from __future__ import annotations
 
@@ -7,6 +7,29 @@ import json
 import logging
 import os
 import sys
+
+
+def _in_range(low: int, high: int | None = None):
+    """argparse type: an integer in low..high (no upper bound without ``high``)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"in {low}..{high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, not {value}")
+        return value
+    return parse
+
+
+def run_option_errors(args: argparse.Namespace) -> list[str]:
+    """Combinations of `pyvs run` options that would be accepted and do nothing."""
+    errors = []
+    if args.interfaces and args.io == "nfqueue":
+        errors.append("--interface needs --io ring or xdp (NFQUEUE takes what the kernel "
+                      "queues, whatever interface it arrived on)")
+    return errors
 
 
 def _need_root() -> None:
@@ -22,6 +45,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                         format="pyvs[%(process)d] %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     if args.workers > 1:
+        if args.seed is not None:
+            sys.stderr.write("pyvs run: --seed needs one worker (each worker process would "
+                             "draw its own sequence)\n")
+            return 2
         if args.conn_limit is not None:
             sys.stderr.write("pyvs run: --conn-limit works with one worker (each worker has "
                              "its own table)\n")
@@ -32,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             sys.stderr.write("pyvs: --workers is not available in this version\n")
             return 2
         return run_workers(args)
-    daemon = Daemon(io=args.io, interfaces=args.interfaces)
+    daemon = Daemon(io=args.io, interfaces=args.interfaces, seed=args.seed)
     if args.conn_limit is not None:
         daemon.director.defense.limit = args.conn_limit
     if args.rules:
@@ -119,14 +146,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     clients=args.clients, scheduler=args.scheduler, io=args.io)
 
 
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"not a count of entries: {text!r}")
-    return value
+def cmd_sim(args: argparse.Namespace) -> int:
+    """Scheduling experiments on the director core, no root (engine/sim/cli.py)."""
+    from pyvs.engine.sim.cli import run
+
+    return run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,16 +164,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="packet port: nfqueue (default, faithful), ring (AF_PACKET "
                           "TPACKET_V3 rings + batch fast path) or xdp (AF_XDP sockets + the "
                           "same fast path); in ring and xdp modes fwmark/ICMP stay on NFQUEUE")
-    run.add_argument("--workers", type=int, default=1,
+    run.add_argument("--workers", type=_in_range(1), default=1,
                      help="worker processes (ring mode, PACKET_FANOUT hash); default 1")
     run.add_argument("--interface", dest="interfaces", action="append", metavar="IF",
                      help="ring/xdp interfaces (default: every interface with an address)")
-    run.add_argument("--conn-limit", type=_non_negative, metavar="N",
+    run.add_argument("--conn-limit", type=_in_range(0), metavar="N",
                      help="most connection entries the table holds (templates included); "
                           "new connections beyond it are dropped and counted, none is "
                           "evicted; 0 = no bound (default 1048576, about 240 MiB)")
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"])
+    run.add_argument("--seed", type=int, default=None,
+                     help="seed the schedulers' random choices (twos, plugins), so a run "
+                          "can be reproduced, e.g. by `pyvs sim --seed`")
     run.set_defaults(func=cmd_run)
 
     sysctl = sub.add_parser("sysctl", help="read or set net.ipv4.vs.* of the running director")
@@ -170,11 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("name")
     lab.set_defaults(func=cmd_lab)
 
-    rs = sub.add_parser("realserver", help="tunnel-mode real server: decapsulate IPIP/GUE "
-                        "into a TUN device (for hosts without the ipip module)")
+    rs = sub.add_parser("realserver", help="tunnel-mode real server: decapsulate IPIP, GRE "
+                        "and GUE into a TUN device (for hosts without tunnel modules)")
     rs.add_argument("--tun-name", default="pyvstun0")
-    rs.add_argument("--mtu", type=int, default=1480)
-    rs.add_argument("--gue-port", type=int, default=0, help="also accept GUE on this UDP port")
+    rs.add_argument("--mtu", type=_in_range(68, 65535), default=1480)
+    rs.add_argument("--gue-port", type=_in_range(0, 65535), default=0,
+                    help="also accept GUE on this UDP port (0: no GUE)")
     rs.add_argument("--ready-file", help="written once the device and sockets are ready")
     rs.add_argument("--log-level", default="info",
                     choices=["debug", "info", "warning", "error"])
@@ -188,11 +216,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--io", choices=["nfqueue", "ring", "xdp"], default="nfqueue",
                       help="the director's packet path (see `pyvs run --help`)")
     demo.set_defaults(func=cmd_demo)
+
+    from pyvs.engine.sim.cli import add_arguments as sim_arguments
+
+    sim = sub.add_parser("sim", help="simulate schedulers on the director core "
+                         "(no root, no network): metrics, JSON, CSV, plots")
+    sim_arguments(sim)
+    sim.set_defaults(func=cmd_sim)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.cmd == "run":
+        for error in run_option_errors(args):
+            parser.exit(2, f"pyvs run: error: {error}\n")
     return args.func(args)
 
 

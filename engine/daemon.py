@@ -44,8 +44,10 @@ class Daemon:
     path), "ring" or "xdp" (a fast port for addr:port services, NFQUEUE for the rest)."""
 
     def __init__(self, director: Director | None = None, queue: int = QUEUE_NUM,
-                 io: str = "nfqueue", interfaces: list[str] | None = None) -> None:
-        self.director = director or Director()
+                 io: str = "nfqueue", interfaces: list[str] | None = None,
+                 seed: int | None = None) -> None:
+        """``seed``: the schedulers' random source (``pyvs run --seed``), as Director's."""
+        self.director = director or Director(seed=seed)
         self.io = io
         self.queue = queue
         self.running = False

@@ -84,31 +84,31 @@ class Defense:
     def update_level(self) -> None:
         """update_defense_level(): the three strategies' states from the pressure;
         modes 1 and 2 flip to each other as pressure comes and goes."""
-        s = self.sysctl
+        sysctl = self.sysctl
         avail = self.available_pages()
-        thresh = max(s.amemthresh, 0)
+        thresh = max(sysctl.amemthresh, 0)
         nomem = avail < thresh
-        mode = s.drop_entry
+        mode = sysctl.drop_entry
         if mode in (1, 2):
             self.dropentry = nomem
-            s.store("drop_entry", 2 if nomem else 1)
+            sysctl.store("drop_entry", 2 if nomem else 1)
         else:
             self.dropentry = mode == 3
-        mode = s.drop_packet
+        mode = sysctl.drop_packet
         if mode in (1, 2):
             if nomem:
                 self.drop_rate = self.drop_counter = thresh // (thresh - avail)
             else:
                 self.drop_rate = 0
-            s.store("drop_packet", 2 if nomem else 1)
+            sysctl.store("drop_packet", 2 if nomem else 1)
         elif mode == 3:
-            self.drop_rate = s.am_droprate
+            self.drop_rate = sysctl.am_droprate
         else:
             self.drop_rate = 0
-        mode = s.secure_tcp
+        mode = sysctl.secure_tcp
         if mode in (1, 2):
-            s.store("secure_tcp", 2 if nomem else 1)
-        self.old_secure_tcp = s.secure_tcp  # the director uses the defense tables at >= 2
+            sysctl.store("secure_tcp", 2 if nomem else 1)
+        self.old_secure_tcp = sysctl.secure_tcp  # the director uses the defense tables at >= 2
         self.counters["level-updates"] += 1
 
     def tick(self, now: float) -> None:
@@ -214,9 +214,9 @@ class Defense:
         return True
 
     def status(self) -> dict:
-        s = self.sysctl
+        sysctl = self.sysctl
         return {"conn_limit": self.limit, "entries": len(self.table),
-                "available_pages": self.available_pages(), "amemthresh": s.amemthresh,
-                "drop_entry": s.drop_entry, "drop_packet": s.drop_packet,
-                "secure_tcp": s.secure_tcp, "drop_rate": self.drop_rate,
+                "available_pages": self.available_pages(), "amemthresh": sysctl.amemthresh,
+                "drop_entry": sysctl.drop_entry, "drop_packet": sysctl.drop_packet,
+                "secure_tcp": sysctl.secure_tcp, "drop_rate": self.drop_rate,
                 **dict(self.counters)}

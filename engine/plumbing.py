@@ -1,167 +1,259 @@
-"""The netfilter hooks pyvs adds to its namespace, and removes again.
+"""The NFQUEUE port's plumbing: pyvs's own nftables table, which queues what pyvs takes.
 
-Kernel IPVS sits in LOCAL_IN (requests to a local VIP) and FORWARD (NAT replies
-routed through the director).  pyvs hooks the same traffic into an NFQUEUE:
-  mangle PREROUTING -> PYVS-IN:  to each VIP:port (or with each service's fwmark),
-                                 after the user's own mangle rules set the marks;
-  mangle FORWARD    -> PYVS-OUT: from each NAT real server's address:port.
-ICMP errors to VIPs and from NAT real servers are queued too (they may concern
-a connection).  Rules are rebuilt atomically (iptables-restore --noflush) on
-every configuration change; chains left by a crashed run are removed at start.
---queue-bypass lets traffic through to the kernel while no pyvs is bound.
+Kernel IPVS sees a request at LOCAL_IN, after every prerouting hook, so a firewall mark
+set by any prerouting rule -- an iptables mangle rule, or the user's own nftables chain
+at any priority -- selects the fwmark service; it sees NAT replies in FORWARD, after the
+filter rules (ip_vs_reply4 at priority NF_IP_PRI_NAT_SRC).  pyvs's table, ``inet pyvs``,
+puts its hooks at the same places, for IPv4 and IPv6:
+
+  chain requests   hook prerouting, priority 2147483647 (the last one there is): requests
+                   to local addresses, marked packets, ICMP errors to services;
+  chain replies    hook forward, priority 100: NAT replies, ICMP errors about them;
+  chain to_queue   one rule: NFQUEUE to pyvs's queue, ``bypass`` (while no pyvs reads the
+                   queue, the kernel handles the packets itself).
+
+Requests are queued in prerouting rather than LOCAL_IN so that the rewritten packet the
+verdict carries back is routed by the kernel to the real server (README: "Where pyvs
+differs").  The rules are generated from the model of what pyvs takes
+(engine/takes.py) and replaced in one nft transaction on every configuration change;
+``install`` first removes what a killed run left, ``remove`` deletes the table.
+
+The queue rule goes in through netlink when nft's own ``queue`` statement is missing:
+that statement needs the kernel's nft_queue (CONFIG_NFT_QUEUE), which some kernels lack;
+the xtables NFQUEUE target through nft_compat, what iptables-nft uses, works wherever
+iptables does.  nft lists that rule as ``queue num N bypass`` too.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
+import socket
+import struct
 import subprocess
 from collections.abc import Iterable
 
-from pyvs.engine.model import AF_INET, FWD_MASQ, FWD_TUNNEL, IPPROTO_TCP, format_addr
+from pyvs.engine.model import format_addr
+from pyvs.engine.takes import ICMP4_ERRORS, PortKey, Takes, merged
 
 log = logging.getLogger("pyvs.plumbing")
 
 QUEUE_NUM = 20601
-CHAINS = (("PREROUTING", "PYVS-IN"), ("FORWARD", "PYVS-OUT"))
-_PROTO = {6: "tcp", 17: "udp", 132: "sctp"}
-_ERRORS4 = ("destination-unreachable", "source-quench", "time-exceeded")
-_ERRORS6 = ("destination-unreachable", "packet-too-big", "time-exceeded", "parameter-problem")
+TABLE = "pyvs"
+PRIORITY_LAST = 2147483647  # after every prerouting hook, whatever its priority
+PRIORITY_REPLIES = 100  # ip_vs_reply4's FORWARD priority (NF_IP_PRI_NAT_SRC)
+PROTO_NAMES = {6: "tcp", 17: "udp"}
+ICMP4_NAMES = {3: "destination-unreachable", 4: "source-quench", 11: "time-exceeded"}
+LEGACY_CHAINS = (("PREROUTING", "PYVS-IN"), ("FORWARD", "PYVS-OUT"))  # pyvs <= 0.x
 
 
 class PlumbingError(RuntimeError):
     pass
 
 
-def _tool(af: int, kind: str) -> str:
-    name = ("iptables" if af == AF_INET else "ip6tables") + kind
-    path = shutil.which(name)
+# -- rule generation (pure) ---------------------------------------------------------------
+def _elements(items: Iterable[str]) -> str:
+    return "{ " + ", ".join(items) + " }"
+
+
+def _port_element(k: PortKey) -> str:
+    ports = str(k.lo) if k.lo == k.hi else f"{k.lo}-{k.hi}"
+    return f"{format_addr(k.addr)} . {PROTO_NAMES.get(k.proto, k.proto)} . {ports}"
+
+
+def _icmp_errors(family: int) -> str:
+    if family == 4:
+        return "icmp type " + _elements(ICMP4_NAMES[t] for t in ICMP4_ERRORS)
+    return "icmpv6 type < 128"  # every error type (ICMPV6_INFOMSG_MASK clear)
+
+
+FRAGMENTS_PAST_THE_FIRST = ("ip frag-off & 0x1fff != 0", "frag frag-off != 0")
+
+
+def rules(takes: Takes) -> list[tuple[str, str, str]]:
+    """[(chain, verdict, rule)] that queue what ``takes`` says NFQUEUE takes.
+
+    Marked packets first; then fragments past the first leave both chains (nftables
+    reads a fragment's first bytes as ports; the model gives them no ports)."""
+    marks = [("requests", "goto to_queue", f"meta nfproto {nfproto} meta mark "
+              f"{_elements(map(str, sorted(m for f, m in takes.marks if f == family)))}")
+             for family, nfproto in ((4, "ipv4"), (6, "ipv6"))
+             if any(f == family for f, _ in takes.marks)]
+    out: list[tuple[str, str, str]] = []
+    for family, ip, quoted in ((4, "ip", "@th,192,32"), (6, "ip6", "@th,256,128")):
+        keys = merged(k for k in takes.requests if k.family == family)
+        if keys:
+            out.append(("requests", "goto to_queue", f"{ip} daddr . meta l4proto . th dport "
+                        f"{_elements(map(_port_element, keys))} fib daddr type local"))
+        vips = sorted(a for a in takes.icmp_to if len(a) == (4 if family == 4 else 16))
+        if vips:
+            out.append(("requests", "goto to_queue", f"{_icmp_errors(family)} {ip} daddr "
+                        f"{_elements(map(format_addr, vips))}"))
+        if family in takes.icmp_local:
+            out.append(("requests", "goto to_queue",
+                        f"{_icmp_errors(family)} fib daddr type local"))
+        keys = merged(k for k in takes.replies if k.family == family)
+        if keys:
+            out.append(("replies", "goto to_queue", f"{ip} saddr . meta l4proto . th sport "
+                        f"{_elements(map(_port_element, keys))}"))
+        about = sorted(a for a in takes.icmp_about if len(a) == (4 if family == 4 else 16))
+        if about:  # the quoted packet's destination, at a fixed offset in the ICMP message
+            out.append(("replies", "goto to_queue", f"{_icmp_errors(family)} {quoted} "
+                        f"{_elements('0x' + a.hex() for a in about)}"))
+    if not out:
+        return marks
+    later = [("requests", "return", rule) for rule in FRAGMENTS_PAST_THE_FIRST]
+    later += [("replies", "return", rule) for rule in FRAGMENTS_PAST_THE_FIRST]
+    return marks + later + out
+
+
+def table_text() -> str:
+    """The table and its chains, without rules (idempotent: declaring it again keeps it)."""
+    return (f"table inet {TABLE} {{\n"
+            "  chain to_queue {\n  }\n"
+            "  chain requests {\n"
+            f"    type filter hook prerouting priority {PRIORITY_LAST}; policy accept;\n  }}\n"
+            "  chain replies {\n"
+            f"    type filter hook forward priority {PRIORITY_REPLIES}; policy accept;\n  }}\n"
+            "}\n")
+
+
+def ruleset(takes: Takes) -> str:
+    """One nft transaction that replaces the rules of ``requests`` and ``replies``."""
+    lines = [table_text(), f"flush chain inet {TABLE} requests",
+             f"flush chain inet {TABLE} replies"]
+    lines += [f"add rule inet {TABLE} {chain} {rule} {verdict}"
+              for chain, verdict, rule in rules(takes)]
+    return "\n".join(lines) + "\n"
+
+
+# -- the queue rule through netlink (xtables NFQUEUE target, revision 3) -------------------
+NETLINK_NETFILTER = 12
+NFNL_SUBSYS_NFTABLES = 10
+NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
+NFT_MSG_NEWRULE = 6
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_CREATE, NLM_F_APPEND = 0x1, 0x4, 0x400, 0x800
+NLMSG_ERROR = 2
+NLA_F_NESTED = 0x8000
+NFTA_RULE_TABLE, NFTA_RULE_CHAIN, NFTA_RULE_EXPRESSIONS = 1, 2, 4
+NFTA_LIST_ELEM, NFTA_EXPR_NAME, NFTA_EXPR_DATA = 1, 1, 2
+NFTA_TARGET_NAME, NFTA_TARGET_REV, NFTA_TARGET_INFO = 1, 2, 3
+NFQ_FLAG_BYPASS = 0x01
+NFPROTO_INET = 1
+
+
+def _nla(kind: int, payload: bytes) -> bytes:
+    size = 4 + len(payload)
+    return struct.pack("=HH", size, kind) + payload + b"\0" * (-size % 4)
+
+
+def _nlmsg(mtype: int, flags: int, seq: int, family: int, body: bytes,
+           res_id: int = 0) -> bytes:
+    payload = struct.pack("=BBH", family, 0, socket.htons(res_id)) + body
+    return struct.pack("=IHHII", 16 + len(payload), mtype, flags, seq, 0) + payload
+
+
+def queue_rule_batch(family: int, table: str, chain: str, queue: int,
+                     bypass: bool = True) -> bytes:
+    """An nf_tables batch appending ``-j NFQUEUE --queue-num QUEUE [--queue-bypass]``
+    (struct xt_NFQ_info_v3: queuenum, queues_total, flags) to ``table``/``chain``."""
+    info = struct.pack("=HHH", queue, 1, NFQ_FLAG_BYPASS if bypass else 0) + b"\0\0"
+    target = (_nla(NFTA_TARGET_NAME, b"NFQUEUE\0") + _nla(NFTA_TARGET_REV, struct.pack(">I", 3))
+              + _nla(NFTA_TARGET_INFO, info))
+    expr = _nla(NFTA_EXPR_NAME, b"target\0") + _nla(NFTA_EXPR_DATA | NLA_F_NESTED, target)
+    body = (_nla(NFTA_RULE_TABLE, table.encode() + b"\0")
+            + _nla(NFTA_RULE_CHAIN, chain.encode() + b"\0")
+            + _nla(NFTA_RULE_EXPRESSIONS | NLA_F_NESTED,
+                   _nla(NFTA_LIST_ELEM | NLA_F_NESTED, expr)))
+    flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND
+    return (_nlmsg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 1, 0, b"", NFNL_SUBSYS_NFTABLES)
+            + _nlmsg((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE, flags, 2, family, body)
+            + _nlmsg(NFNL_MSG_BATCH_END, NLM_F_REQUEST, 3, 0, b"", NFNL_SUBSYS_NFTABLES))
+
+
+def add_queue_rule(family: int, table: str, chain: str, queue: int) -> None:
+    """Append the NFQUEUE target rule through nf_tables netlink; raises PlumbingError."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
+        sock.settimeout(5)
+        sock.bind((0, 0))
+        sock.send(queue_rule_batch(family, table, chain, queue))
+        reply = sock.recv(65536)
+    _, mtype, _, _, _ = struct.unpack_from("=IHHII", reply)
+    err = struct.unpack_from("=i", reply, 16)[0] if mtype == NLMSG_ERROR else 0
+    if err:
+        raise PlumbingError(f"cannot add the NFQUEUE rule to {table}/{chain}: "
+                            f"{errno.errorcode.get(-err, -err)} (the kernel needs "
+                            "nft_queue or nft_compat with xt_NFQUEUE)")
+
+
+# -- applying it ------------------------------------------------------------------------
+def _nft() -> str:
+    path = shutil.which("nft")
     if path is None:
-        raise PlumbingError(f"{name} not found: install Debian's iptables package")
+        raise PlumbingError("nft not found: install Debian's nftables package")
     return path
 
 
-def _run(argv: list[str], stdin: str | None = None, check: bool = True) -> bool:
-    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True)
+def nft(text: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([_nft(), "-f", "-"], input=text, capture_output=True, text=True,
+                          timeout=30)
     if check and proc.returncode != 0:
-        raise PlumbingError(f"{' '.join(argv)}: {proc.stderr.strip()}")
-    return proc.returncode == 0
-
-
-def _queue(queue: int) -> str:
-    return f"-j NFQUEUE --queue-num {queue} --queue-bypass"
-
-
-def rules_for(services: Iterable, af: int, queue: int = QUEUE_NUM,
-              ring: bool = False) -> tuple[list, list]:
-    """(PYVS-IN rules, PYVS-OUT rules) as iptables argument strings for one family.
-
-    ``ring``: the ring port (engine/io/ring.py) serves TCP/UDP to VIP:port and from
-    NAT real servers of addr:port services, so only fwmark services and ICMP errors
-    are queued here."""
-    icmp = "icmp" if af == AF_INET else "ipv6-icmp"
-    icmp_opt = "--icmp-type" if af == AF_INET else "--icmpv6-type"
-    errors = _ERRORS4 if af == AF_INET else _ERRORS6
-    plen = 32 if af == AF_INET else 128
-    q = _queue(queue)
-    rules_in: list[str] = []
-    rules_out: list[str] = []
-    vips: dict[str, None] = {}
-    reals: dict[tuple, None] = {}
-    services = list(services)
-    for svc in services:
-        if svc.af != af:
-            continue
-        if svc.fwmark:
-            rules_in.append(f"-m mark --mark {svc.fwmark} {q}")
-        elif ring and svc.protocol in (6, 17):
-            vips[f"{format_addr(svc.addr)}/{plen}"] = None
-        else:
-            vip = f"{format_addr(svc.addr)}/{plen}"
-            vips[vip] = None
-            proto = _PROTO.get(svc.protocol, str(svc.protocol))
-            match = f"-d {vip} -p {proto} -m addrtype --dst-type LOCAL"
-            if svc.port:
-                rules_in.append(f"{match} -m {proto} --dport {svc.port} {q}")
-                if svc.protocol == IPPROTO_TCP and svc.port == 21:  # FTP data fallback
-                    rules_in.append(f"{match} -m {proto} --dport 20 {q}")
-                    rules_in.append(f"{match} -m {proto} --dport 1024:65535 {q}")
-            else:
-                rules_in.append(f"{match} {q}")
-        for dest in svc.destinations:
-            if dest.fwd != FWD_MASQ or dest.af != af:
-                continue
-            proto = _PROTO.get(svc.protocol, "tcp") if not svc.fwmark else None
-            if ring and proto in ("tcp", "udp"):
-                proto = "icmp-only"  # the ring takes its TCP/UDP
-            reals[(format_addr(dest.addr), dest.port, proto)] = None
-    for vip in vips:
-        for err in errors:
-            rules_in.append(f"-d {vip} -p {icmp} -m {icmp} {icmp_opt} {err} {q}")
-    if af == AF_INET and any(d.fwd == FWD_TUNNEL for svc in services if svc.af == af
-                             for d in svc.destinations):
-        # errors about our IPIP packets come to the director's own address (ip_vs_in_icmp)
-        for err in errors:
-            rules_in.append(f"-p {icmp} -m {icmp} {icmp_opt} {err} "
-                            f"-m addrtype --dst-type LOCAL {q}")
-    rip_seen: dict[str, None] = {}
-    for addr, port, proto in reals:
-        src = f"-s {addr}/{plen}"
-        if proto == "icmp-only":
-            pass
-        elif proto is None or not port:
-            rules_out.append(f"{src} -p tcp {q}")
-            rules_out.append(f"{src} -p udp {q}")
-        else:
-            rules_out.append(f"{src} -p {proto} -m {proto} --sport {port} {q}")
-        if addr not in rip_seen:
-            rip_seen[addr] = None
-            for err in errors:
-                rules_out.append(f"{src} -p {icmp} -m {icmp} {icmp_opt} {err} {q}")
-    return rules_in, rules_out
+        raise PlumbingError(f"nft -f: {proc.stderr.strip()}\n{text}")
+    return proc
 
 
 class Plumbing:
-    """Owns the PYVS-* chains of one namespace, for IPv4 and IPv6."""
+    """Owns ``table inet pyvs`` of one namespace."""
 
-    def __init__(self, queue: int = QUEUE_NUM, ring: bool = False) -> None:
+    def __init__(self, queue: int = QUEUE_NUM) -> None:
         self.queue = queue
-        self.ring = ring
-        self._applied: dict[int, tuple] = {}
+        self._applied: str | None = None
 
     def install(self) -> None:
-        self.remove()  # whatever a crashed run left behind
-        for af in (AF_INET, 10):
-            restore = ["*mangle"]
-            for _, chain in CHAINS:
-                restore.append(f":{chain} - [0:0]")
-            for hook, chain in CHAINS:
-                restore.append(f"-A {hook} -j {chain}")
-            restore.append("COMMIT")
-            _run([_tool(af, "-restore"), "--noflush"], "\n".join(restore) + "\n")
-        self._applied.clear()
+        self.remove()  # whatever a killed run left behind
+        nft(table_text())
+        native = nft(f"add rule inet {TABLE} to_queue queue num {self.queue} bypass\n",
+                     check=False)
+        if native.returncode != 0:  # no nft_queue in this kernel: the xtables target
+            add_queue_rule(NFPROTO_INET, TABLE, "to_queue", self.queue)
+        self._applied = None
 
     def sync(self, services: Iterable) -> None:
-        services = list(services)
-        for af in (AF_INET, 10):
-            rules = rules_for(services, af, self.queue, self.ring)
-            if self._applied.get(af) == rules:
-                continue
-            restore = ["*mangle"]
-            for _, chain in CHAINS:
-                restore.append(f"-F {chain}")
-            for (_, chain), chain_rules in zip(CHAINS, rules, strict=True):
-                restore.extend(f"-A {chain} {r}" for r in chain_rules)
-            restore.append("COMMIT")
-            _run([_tool(af, "-restore"), "--noflush"], "\n".join(restore) + "\n")
-            self._applied[af] = rules
+        text = ruleset(Takes.of(services))
+        if text == self._applied:
+            return
+        nft(text)
+        self._applied = text
 
-    def remove(self) -> None:
-        for af in (AF_INET, 10):
-            tool = _tool(af, "")
-            for hook, chain in CHAINS:
-                while _run([tool, "-t", "mangle", "-D", hook, "-j", chain], check=False):
-                    pass
-                _run([tool, "-t", "mangle", "-F", chain], check=False)
-                _run([tool, "-t", "mangle", "-X", chain], check=False)
-        self._applied.clear()
+    def remove(self) -> list[str]:
+        """Delete the table; returns what was removed (nothing if there was no table)."""
+        proc = subprocess.run([_nft(), "delete", "table", "inet", TABLE], capture_output=True,
+                              timeout=30)
+        self._applied = None
+        return [f"nftables table inet {TABLE}"] if proc.returncode == 0 else []
+
+    def listing(self) -> str:
+        return subprocess.run([_nft(), "list", "table", "inet", TABLE], capture_output=True,
+                              text=True, timeout=30).stdout
+
+
+def remove_legacy_chains() -> list[str]:
+    """The iptables mangle chains PYVS-IN / PYVS-OUT that earlier versions of pyvs used
+    (a director of such a version killed without its cleanup left them)."""
+    gone = []
+    for tool in ("iptables", "ip6tables"):
+        path = shutil.which(tool)
+        if path is None:
+            continue
+        for hook, chain in LEGACY_CHAINS:
+            if subprocess.run([path, "-t", "mangle", "-n", "-L", chain], capture_output=True,
+                              timeout=30).returncode != 0:
+                continue
+            while subprocess.run([path, "-t", "mangle", "-D", hook, "-j", chain],
+                                 capture_output=True, timeout=30).returncode == 0:
+                pass
+            subprocess.run([path, "-t", "mangle", "-F", chain], capture_output=True, timeout=30)
+            subprocess.run([path, "-t", "mangle", "-X", chain], capture_output=True, timeout=30)
+            gone.append(f"{tool} mangle chain {chain}")
+    return gone

@@ -2,14 +2,16 @@
 
 AF_PACKET taps run before the netdev ingress hook, so an nftables ``netdev`` table
 owned by pyvs (``table netdev pyvs``, one ingress chain per ring interface) drops
-exactly the frames the ring port takes (engine/io/ring.py ``Match`` computes the
-same predicate):
-  * TCP/UDP to each virtual service addr:port (addr only for port-0 services);
-  * TCP/UDP from each NAT real server addr:port of those services, with a TTL /
-    hop limit above 1 (the kernel keeps the others and answers Time Exceeded);
-  * never fragments past the first (no ports to match; the kernel reassembles).
-ICMP and fwmark services are not taken: they reach the kernel and the NFQUEUE rules
-(engine/plumbing.py, which in ring mode leaves out the addr:port rules).
+exactly the frames the ring port takes: what the model of engine/takes.py gives a
+fast port (``Takes.fast_kind``), the same predicate the ring's classifier
+(engine/io/match.py) computes:
+  * TCP/UDP to a virtual service's addr:port (every port for port-0 services);
+  * TCP/UDP from a NAT real server's addr:port (port 0: every port) with a TTL / hop
+    limit above 1 (the kernel keeps the others and answers Time Exceeded);
+  * IPv4 headers netfilter accepts, IPv6 with TCP/UDP right after the fixed header,
+    never a fragment past the first (no ports), no VLAN tag (``ether type``).
+Everything else reaches the kernel and, where pyvs takes it, the NFQUEUE rules
+(engine/plumbing.py): fwmark traffic, ICMP errors, FTP data.
 
 The table is replaced atomically (``nft -f``) on every configuration change and
 deleted on stop; a table left by a crashed run is deleted at start.
@@ -22,7 +24,8 @@ import shutil
 import subprocess
 from collections.abc import Iterable
 
-from pyvs.engine.model import FWD_MASQ, format_addr
+from pyvs.engine.model import format_addr
+from pyvs.engine.takes import PortKey, Takes, merged
 
 log = logging.getLogger("pyvs.plumbing")
 
@@ -35,36 +38,29 @@ class RingPlumbingError(RuntimeError):
     pass
 
 
-def ring_targets(services: Iterable) -> tuple[list[tuple], list[tuple]]:
-    """([(proto, vip, port)], [(proto, real server addr, port)]) the ring serves."""
-    vips: dict[tuple, None] = {}
-    reals: dict[tuple, None] = {}
-    for svc in services:
-        if svc.fwmark or svc.protocol not in _PROTO:
-            continue
-        vips[(svc.protocol, bytes(svc.addr), svc.port)] = None
-        for dest in svc.destinations:
-            if dest.fwd == FWD_MASQ:
-                reals[(svc.protocol, bytes(dest.addr), dest.port)] = None
-    return list(vips), list(reals)
+def _element(k: PortKey) -> str:
+    ports = str(k.lo) if k.lo == k.hi else f"{k.lo}-{k.hi}"
+    return f"{format_addr(k.addr)} . {_PROTO[k.proto]} . {ports}"
+
+
+def drop_rules(takes: Takes) -> list[str]:
+    """The rules of each ingress chain: drop what a fast port takes (``Takes.fast_kind``)."""
+    rules = []
+    for family, ip, head, ttl in (
+            (4, "ip", "ether type ip ip frag-off & 0x1fff == 0", "ip ttl > 1"),
+            (6, "ip6", "ether type ip6 ip6 nexthdr { tcp, udp }", "ip6 hoplimit > 1")):
+        for keys, side, extra in ((takes.fast_requests, "daddr . meta l4proto . th dport", ""),
+                                  (takes.fast_replies, "saddr . meta l4proto . th sport",
+                                   f" {ttl}")):
+            mine = merged(k for k in keys if k.family == family)
+            if mine:
+                elements = ", ".join(map(_element, mine))
+                rules.append(f"{head}{extra} {ip} {side} {{ {elements} }} drop")
+    return rules
 
 
 def ruleset(services: Iterable, interfaces: list[str]) -> str:
-    vips, reals = ring_targets(services)
-    rules = []
-    for proto, addr, port in vips:
-        fam = "ip" if len(addr) == 4 else "ip6"
-        frag = "ip frag-off & 0x1fff == 0 " if fam == "ip" else ""
-        p = _PROTO[proto]
-        match = f"{p} dport {port}" if port else f"meta l4proto {p}"
-        rules.append(f"{fam} daddr {format_addr(addr)} {frag}{match} drop")
-    for proto, addr, port in reals:
-        fam = "ip" if len(addr) == 4 else "ip6"
-        frag = "ip frag-off & 0x1fff == 0 " if fam == "ip" else ""
-        ttl = "ip ttl > 1" if fam == "ip" else "ip6 hoplimit > 1"
-        p = _PROTO[proto]
-        match = f"{p} sport {port}" if port else f"meta l4proto {p}"
-        rules.append(f"{fam} saddr {format_addr(addr)} {frag}{ttl} {match} drop")
+    rules = drop_rules(Takes.of(services))
     lines = [f"table netdev {TABLE} {{}}", f"delete table netdev {TABLE}",
              f"table netdev {TABLE} {{"]
     for i, dev in enumerate(interfaces):

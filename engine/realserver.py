@@ -5,11 +5,14 @@ tunnel device does for an LVS-TUN real server: it receives the director's
 encapsulated packets addressed to this host and hands the inner packet to the local
 stack as if it had arrived on a tunnel interface.
 
-* In: raw sockets for IPPROTO_IPIP (4) and IPPROTO_IPV6 (41) over IPv4 and IPv6 (the
-  kernel gives raw sockets every locally delivered packet of their protocol, after
-  reassembly; a raw socket taking it also stops the "protocol unreachable" reply);
-  with ``--gue-port N`` also a UDP socket on port N for GUE (version 0, no control
-  messages).
+* In: raw sockets for IPPROTO_IPIP (4), IPPROTO_IPV6 (41) and IPPROTO_GRE (47) over
+  IPv4 and IPv6 (the kernel gives raw sockets every locally delivered packet of their
+  protocol, after reassembly; a raw socket taking it also stops the "protocol
+  unreachable" reply); with ``--gue-port N`` also a UDP socket on port N for GUE
+  (version 0, no control messages).  GRE is read as gre_parse_header() reads it:
+  version 0 without routing, checksum verified when present, key and sequence number
+  skipped, protocol 0x0800 (IPv4) or 0x86DD (IPv6), as the kernel's fallback device
+  gre0 would take it.
 * Out: the inner packet is written to a TUN device (``IFF_TUN | IFF_NO_PI``) that this
   program creates and that disappears when it exits.  The kernel receives it on that
   device, so the host must accept it as on ``tunl0``: the VIP on ``lo``,
@@ -31,23 +34,50 @@ import struct
 from collections import Counter
 from pathlib import Path
 
+from pyvs.engine.csum import checksum
+
 log = logging.getLogger("pyvs.realserver")
 
 IPPROTO_IPIP = 4
 IPPROTO_IPV6 = 41
+IPPROTO_GRE = 47
+GRE_CSUM, GRE_ROUTING, GRE_KEY, GRE_SEQ, GRE_VERSION = 0x8000, 0x4000, 0x2000, 0x1000, 0x0007
+GRE_INNER = {0x0800: IPPROTO_IPIP, 0x86DD: IPPROTO_IPV6}  # GRE protocol -> inner IP version
 DRAIN = 256  # packets read per readiness event, at most
+
+
+def gre_payload(data: bytes) -> tuple[int, bytes] | None:
+    """(inner protocol 4 or 41, the packet it carries) of a GRE packet, or None when
+    gre_parse_header() would refuse it or its protocol is not IPv4 / IPv6."""
+    if len(data) < 4:
+        return None
+    flags, ether = struct.unpack_from("!HH", data)
+    if flags & (GRE_VERSION | GRE_ROUTING):
+        return None
+    hlen = 4 + 4 * sum(1 for bit in (GRE_CSUM, GRE_KEY, GRE_SEQ) if flags & bit)
+    if len(data) < hlen or ether not in GRE_INNER:
+        return None
+    if flags & GRE_CSUM and checksum(data) != 0:
+        return None  # the kernel counts a checksum error and drops it
+    return GRE_INNER[ether], data[hlen:]
 
 
 def decapsulate(data: bytes, outer_included: bool, proto: int) -> bytes | None:
     """The inner IP packet of one received tunnel packet, or None if it is not one.
 
     ``outer_included``: IPv4 raw sockets deliver the outer header too; IPv6 raw sockets
-    and UDP (GUE) sockets deliver only the payload.  ``proto`` is 4, 41, or 17 (GUE)."""
+    and UDP (GUE) sockets deliver only the payload.  ``proto`` is 4, 41, 47 (GRE) or
+    17 (GUE)."""
     if outer_included:
         if len(data) < 20:
             return None
         data = data[(data[0] & 0x0F) << 2 :]
-    if proto == socket.IPPROTO_UDP:  # GUE payload: 4-byte header + options
+    if proto == IPPROTO_GRE:
+        gre = gre_payload(data)
+        if gre is None:
+            return None
+        proto, data = gre
+    elif proto == socket.IPPROTO_UDP:  # GUE payload: 4-byte header + options
         if len(data) < 4 or data[0] >> 6 != 0 or data[0] & 0x20:
             return None  # not version 0, or a control message
         hlen = (data[0] & 0x1F) << 2
@@ -80,7 +110,7 @@ class RealServer:
     def _open_sockets(self) -> list[tuple[socket.socket, bool, int]]:
         socks = []
         for fam, outer in ((socket.AF_INET, True), (socket.AF_INET6, False)):
-            for proto in (IPPROTO_IPIP, IPPROTO_IPV6):
+            for proto in (IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_GRE):
                 try:
                     s = socket.socket(fam, socket.SOCK_RAW, proto)
                 except OSError as err:

@@ -27,13 +27,13 @@ from pyvs.engine.model import (
     SVC_F_HASHED,
     SVC_F_PERSISTENT,
     TUN_TYPE_GUE,
-    TUN_TYPE_IPIP,
     Destination,
     DestSpec,
     ServiceSpec,
     Stats,
     VirtualService,
 )
+from pyvs.engine.proto import PROTOCOLS
 from pyvs.schedulers.registry import SchedulerNotFound
 from pyvs.schedulers.registry import create as create_scheduler
 
@@ -106,6 +106,10 @@ class ServiceTable:
                 raise IPVSError(errno.EINVAL)
         if spec.timeout < 0 or spec.timeout > MAX_TIMEOUT:
             raise IPVSError(errno.EINVAL)
+        if not spec.fwmark and spec.protocol not in PROTOCOLS:
+            # a kernel built without CONFIG_IP_VS_PROTO_SCTP answers the same; pyvs
+            # forwards TCP and UDP only (engine/proto)
+            raise IPVSError(errno.EPROTONOSUPPORT)
 
     def add_service(self, spec: ServiceSpec) -> VirtualService:
         self._check_service(spec)
@@ -275,13 +279,14 @@ class ServiceTable:
                     return True
         return False
 
-    def has_tunnel_dest(self, addr: bytes) -> bool:
-        """ip_vs_find_tunnel(): a tunnelling (IPIP) destination at this address."""
+    def find_tunnel(self, addr: bytes, tun_port: int) -> Destination | None:
+        """ip_vs_find_tunnel(): the first tunnelling destination at this address whose
+        tunnel port is ``tun_port`` (0 for IPIP and GRE), whatever its tunnel type."""
         for svc in self.services.values():
             for d in svc.destinations:
-                if d.addr == addr and d.fwd == FWD_TUNNEL and d.tun_type == TUN_TYPE_IPIP:
-                    return True
-        return False
+                if d.addr == addr and d.fwd == FWD_TUNNEL and d.tun_port == tun_port:
+                    return d
+        return None
 
     def zero(self, key: tuple | None) -> None:
         """ipvsadm -Z: the kernel zeroes by snapshot; we keep plain counters."""

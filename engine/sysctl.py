@@ -1,7 +1,11 @@
-"""The net.ipv4.vs.* settings, with the kernel's names, defaults and ranges.
+"""The net.ipv4.vs.* settings, with the kernel's names, defaults and ranges, and which
+of them pyvs implements.
 
 Source: Documentation/networking/ipvs-sysctl.rst and ip_vs_ctl.c
 (ip_vs_control_net_init_sysctl).  Values are integers, as in /proc/sys.
+
+Every setting reads back (its default until changed), but a value pyvs would not act
+on is refused with the reason (REFUSED), never accepted and ignored.
 """
 
 from __future__ import annotations
@@ -51,6 +55,50 @@ SETTINGS: dict[str, Setting] = {
     "sync_threshold": Setting((3, 50), 0, 2**31 - 1, "sync at in_pkts % period == threshold"),
     "sync_version": Setting(1, 0, 1, "sync message version"),
 }
+
+
+NOT_YET = "not implemented yet"
+NOT_PYVS = "not implemented by pyvs"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why pyvs refuses ``values`` of a setting (None: every value but the default)."""
+
+    reason: str
+    values: frozenset[int] | None = None
+
+
+# Settings (or values) pyvs does not act on.  Every setting not listed here is read by
+# the engine where the kernel reads it; implementing one is deleting its line.
+REFUSED: dict[str, Refusal] = {
+    "backup_only": Refusal(f"{NOT_YET} (a director running a backup sync daemon still "
+                           "forwards)"),
+    "conntrack": Refusal(f"{NOT_PYVS} (its connections are not entered in netfilter's "
+                         "conntrack table)"),
+    "ignore_tunneled": Refusal(f"{NOT_PYVS} (it cannot tell a decapsulated packet from "
+                               "another)"),
+    "schedule_icmp": Refusal(f"{NOT_PYVS} (ICMP errors never create connections)"),
+    "sloppy_sctp": Refusal(f"{NOT_PYVS} (no SCTP)"),
+    "snat_reroute": Refusal(f"{NOT_PYVS} (NAT replies keep the route the director's stack "
+                            "chose for them)"),
+}
+assert set(REFUSED) <= set(SETTINGS)
+
+
+def implemented() -> list[str]:
+    """The settings pyvs acts on, every value of their range."""
+    return sorted(name for name in SETTINGS if name not in REFUSED)
+
+
+def refusal(name: str, value: int | tuple[int, int]) -> str | None:
+    """Why pyvs refuses ``value`` for setting ``name`` (short name), or None."""
+    rule = REFUSED.get(name)
+    if rule is None or value == SETTINGS[name].default:
+        return None
+    if rule.values is not None and value not in rule.values:
+        return None
+    return rule.reason
 
 
 class SysctlError(ValueError):
@@ -113,7 +161,11 @@ class Sysctl:
             raise SysctlError(f"sysctl: setting key \"{PREFIX}{key}\": Invalid argument")
         if key == "sync_threshold" and nums[1] and nums[0] >= nums[1]:
             raise SysctlError(f"sysctl: setting key \"{PREFIX}{key}\": Invalid argument")
-        self._values[key] = tuple(nums) if want == 2 else nums[0]  # type: ignore[assignment]
+        new = tuple(nums) if want == 2 else nums[0]
+        why = refusal(key, new)  # type: ignore[arg-type]
+        if why is not None:
+            raise SysctlError(f"pyvs sysctl: {PREFIX}{key}: {why}")
+        self._values[key] = new  # type: ignore[assignment]
         for callback in self._watchers:
             callback(key)
 

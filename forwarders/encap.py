@@ -1,4 +1,4 @@
-"""Tunnel encapsulation as pure functions: IPIP / IPv6 outer headers, GUE, and IPv4
+"""Tunnel encapsulation as pure functions: IPIP / IPv6 outer headers, GUE, GRE, and IPv4
 fragmentation of the outer packet (ip_vs_prepare_tunneled_skb, ip_vs_tunnel_xmit[_v6]).
 
 No I/O, so the property tests can check every header field.  See forwarders/tun.py
@@ -11,14 +11,17 @@ import struct
 import zlib
 
 from pyvs.engine.csum import checksum, pseudo_header_sum
-from pyvs.engine.model import TUN_TYPE_GUE, TUN_TYPE_IPIP
+from pyvs.engine.model import TUN_TYPE_GRE, TUN_TYPE_GUE, TUN_TYPE_IPIP
 from pyvs.engine.packet import IPPROTO_UDP, set_ipv4_header_csum
 
 IPPROTO_IPIP = 4
 IPPROTO_IPV6 = 41
+IPPROTO_GRE = 47
 TUN_FLAG_CSUM = 1  # IP_VS_TUNNEL_ENCAP_FLAG_CSUM
 TUN_FLAG_REMCSUM = 2
 GUE_HLEN = 8 + 4  # UDP + GUE base header
+GRE_FLAG_CSUM = 0x8000  # the C bit of the GRE base header (GRE_CSUM)
+ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
 LOCAL_PORT_MIN, LOCAL_PORT_MAX = 32768, 60999  # ip_local_port_range default
 
 _ip4 = struct.Struct("!BBHHHBBH4s4s")
@@ -40,6 +43,27 @@ def inner_fields(inner: bytes | bytearray, pmtu_disc: bool = True) -> tuple[int,
         return IPPROTO_IPIP, inner[1], inner[8], df
     ds = ((inner[0] & 0x0F) << 4) | (inner[1] >> 4)
     return IPPROTO_IPV6, ds, inner[7], 0
+
+
+def gre_hlen(tun_flags: int) -> int:
+    """gre_calc_hlen(): the 4-byte base header, plus checksum and reserved1 with
+    --tun-csum (the only GRE option ip_vs_tunnel_xmit sets; no key, no sequence)."""
+    return 8 if tun_flags & TUN_FLAG_CSUM else 4
+
+
+def gre_encapsulate(inner: bytearray, proto: int, tun_flags: int) -> bytearray:
+    """gre_build_header() as ip_vs_tunnel_xmit calls it: version 0, protocol 0x0800
+    for an inner IPv4 packet (``proto`` 4) or 0x86DD for IPv6; with --tun-csum the C bit
+    and the checksum of GRE header and payload (RFC 2784)."""
+    csum = bool(tun_flags & TUN_FLAG_CSUM)
+    ether = ETH_P_IP if proto == IPPROTO_IPIP else ETH_P_IPV6
+    payload = bytearray(struct.pack("!HH", GRE_FLAG_CSUM if csum else 0, ether))
+    if csum:
+        payload += bytes(4)  # checksum, reserved1
+    payload += inner
+    if csum:
+        struct.pack_into("!H", payload, 4, checksum(payload))
+    return payload
 
 
 def gue_sport(inner: bytes | bytearray) -> int:
@@ -72,8 +96,11 @@ def encapsulate(inner: bytes | bytearray, saddr: bytes, daddr: bytes, *, pmtu_di
             c = checksum(payload, pseudo_header_sum(saddr, daddr, IPPROTO_UDP, ulen))
             struct.pack_into("!H", payload, 6, c if c else 0xFFFF)
         proto = IPPROTO_UDP
+    elif tun_type == TUN_TYPE_GRE:
+        payload = gre_encapsulate(inner, proto, tun_flags)
+        proto = IPPROTO_GRE
     elif tun_type != TUN_TYPE_IPIP:
-        raise NotImplementedError("GRE encapsulation")
+        raise ValueError(f"unknown tunnel type {tun_type}")
     if len(daddr) == 4:
         hdr = bytearray(_ip4.pack(0x45, tos, 20 + len(payload), ident & 0xFFFF, df, ttl, proto,
                                   0, saddr, daddr))

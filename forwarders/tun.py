@@ -1,4 +1,4 @@
-"""Tunnelling (``-i``): IPIP / IPv6 encapsulation (and GUE), as ``ip_vs_tunnel_xmit[_v6]``.
+"""Tunnelling (``-i``): IPIP / IPv6 encapsulation, GUE and GRE, as ``ip_vs_tunnel_xmit[_v6]``.
 
 ``Tunnel`` is the forwarder (the pure encapsulation functions are in
 forwarders/encap.py): route lookup toward the real server, TTL,
@@ -8,20 +8,26 @@ which works with ``ip_forward=0`` as in the kernel's TUN selftest) and the origi
 is dropped.
 
 Outer header (ip_vs_prepare_tunneled_skb; docs/ipvs-semantics.md, "Tunnelling"):
-* IPv4 outer: version 4, IHL 5, protocol 4 (inner IPv4) / 41 (inner IPv6) / 17 (GUE),
+* IPv4 outer: version 4, IHL 5, protocol 4 (inner IPv4) / 41 (inner IPv6) / 17 (GUE) /
+  47 (GRE),
   source = the address routing chooses toward the real server, destination = the real
   server, TTL = inner TTL after the decrement, TOS = inner DS field with
   INET_ECN_encapsulate (inner CE -> outer ECT(0), otherwise inner ECN copied), DF =
   inner DF when ``pmtu_disc=1`` (IPv6 inner: 0), ID 0: the kernel's raw-socket path
   then picks it exactly as ip_select_ident does for ip_vs (0 with DF, generated
   without).  The inner IPv4 header checksum is recomputed (ip_send_check).
-* IPv6 outer: next header 4 / 41 / 17, traffic class as above, flow label 0, hop
+* IPv6 outer: next header 4 / 41 / 17 / 47, traffic class as above, flow label 0, hop
   limit = inner TTL.
 * GUE (``--tun-type gue --tun-port N``): UDP (source port from a flow hash in
   32768..60999, destination N, checksum only with --tun-csum/--tun-remcsum) + a
   4-byte GUE header (version 0, C=0, hlen 0, proto_ctype 4/41).  No remote-checksum
   option (the kernel adds it only for CHECKSUM_PARTIAL skbs, which a queued packet
-  never is).  GRE is not implemented (counted as ``tun-gre-unsupported``).
+  never is).
+* GRE (``--tun-type gre``): the 4-byte base header (version 0, protocol 0x0800 for an
+  inner IPv4 packet, 0x86DD for IPv6); with --tun-csum the C bit and the checksum over
+  GRE header and payload (8 bytes).  No key, no sequence number.
+* The MTU left for the inner packet is the route's minus the outer IP header, minus
+  UDP + GUE (12) or the GRE header (4 or 8); below 68 (IPv6: 1280) the packet is dropped.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from pyvs.engine.model import TUN_TYPE_GRE, TUN_TYPE_GUE, TUN_TYPE_IPIP
 from pyvs.engine.packet import PacketInfo, dec_ttl
 from pyvs.engine.verdict import ACCEPT, DROP
 from pyvs.forwarders.base import ForwardContext
-from pyvs.forwarders.encap import GUE_HLEN, encapsulate, fragment_v4
+from pyvs.forwarders.encap import GUE_HLEN, encapsulate, fragment_v4, gre_hlen
 from pyvs.forwarders.routed import RoutedForwarder
 
 
@@ -48,9 +54,7 @@ class Tunnel(RoutedForwarder):
     def _xmit(self, ctx: ForwardContext, buf, info: PacketInfo, conn, icmp: bool) -> int:
         dest = conn.dest
         tun_type = dest.tun_type if dest is not None else TUN_TYPE_IPIP
-        if tun_type == TUN_TYPE_GRE:
-            ctx.drops["tun-gre-unsupported"] += 1
-            return DROP
+        tun_flags = dest.tun_flags if dest is not None else 0
         daddr = conn.daddr
         route = ctx.routes.route(daddr)
         if route is None:
@@ -66,6 +70,8 @@ class Tunnel(RoutedForwarder):
         mtu = route_mtu - (40 if outer6 else 20)
         if tun_type == TUN_TYPE_GUE:
             mtu -= GUE_HLEN
+        elif tun_type == TUN_TYPE_GRE:
+            mtu -= gre_hlen(tun_flags)
         if mtu < (1280 if outer6 else 68):
             ctx.drops["tun-mtu-too-small"] += 1
             return DROP
@@ -86,7 +92,7 @@ class Tunnel(RoutedForwarder):
         outer = encapsulate(memoryview(buf)[l3 : l3 + length], saddr, daddr,
                             pmtu_disc=pmtu_disc, tun_type=tun_type,
                             tun_port=dest.tun_port if dest is not None else 0,
-                            tun_flags=dest.tun_flags if dest is not None else 0)
+                            tun_flags=tun_flags)
         if len(outer) > route_mtu:  # only without DF (or ICMP): fragment the outer packet
             if outer6:
                 ctx.drops["tun-v6-fragment-unsupported"] += 1

@@ -12,6 +12,12 @@ What a scheduler may read:
   * svc.flags (SVC_F_SCHED1..3 carry sh-/mh- flags), svc.sched_data;
   * the Flow being scheduled (addresses, ports, protocol, fwmark);
   * self.env: the clock, the sysctl values and the random source.
+
+What a scheduler may be told (feedback): ``report(dest, seconds)`` carries one
+observation of a real server -- a measured response time -- from whoever measures
+it: the server model of ``pyvs sim`` (engine/sim/servers.py) once per finished
+request; a live health checker is to call it once per check.  The kernel has no such hook;
+the base implementation ignores it, so every kernel scheduler stays kernel-identical.
 """
 
 from __future__ import annotations
@@ -59,6 +65,12 @@ class Scheduler:
 
     def schedule(self, svc: VirtualService, flow: Flow) -> Destination | None:
         raise NotImplementedError
+
+    def report(self, dest: Destination, seconds: float) -> None:
+        """An observation of ``dest``: one response time in seconds, measured now
+        (``self.env.clock``).  Called by the simulator's server model after every
+        finished request (a live health checker is to call it after every check); ignored
+        unless a scheduler overrides it (schedulers/examples/least_response.py)."""
 
 
 def is_eligible(dest: Destination) -> bool:

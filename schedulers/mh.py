@@ -16,6 +16,11 @@ last_weight, so a destination quiesced to weight 0 keeps its slots:
   `turns` slots, each time advancing perm by skip while the slot is taken.
 More than M destinations: the rebuild is refused and the old table stays.
 
+Research extension (not the kernel): ``MaglevHashing.table_size`` is the M above;
+``with_table_size(m)`` gives a subclass with another prime M (e.g. 65537, the
+Maglev paper's), named ``mh@m`` -- ``pyvs sim --schedulers mh@65537``.  The kernel's
+``mh`` keeps 4093.
+
 Lookup: h = H1(client addr, port) % M (port only with SVC_F_SCHED_MH_PORT and
 TCP/UDP/SCTP); usable = weight > 0 and not OVERLOAD.  With
 SVC_F_SCHED_MH_FALLBACK an unusable slot is followed by probes
@@ -114,18 +119,19 @@ def mh_table(dests: list[Destination], m: int = MH_TAB_SIZE,
 @register
 class MaglevHashing(Scheduler):
     name = "mh"
+    table_size = MH_TAB_SIZE  # M: a prime; the kernel's is 4093
 
     def __init__(self, svc: VirtualService, env) -> None:
         super().__init__(svc, env)
-        if len(svc.destinations) > MH_TAB_SIZE:
+        if len(svc.destinations) > self.table_size:
             raise IPVSError(errno.EINVAL, "Invalid argument")
-        self.table = mh_table(svc.destinations)
+        self.table = mh_table(svc.destinations, self.table_size)
 
     def dest_changed(self, svc: VirtualService) -> None:
         """ip_vs_mh_dest_changed(): rebuild, unless there are more than M dests."""
-        if len(svc.destinations) > MH_TAB_SIZE:
+        if len(svc.destinations) > self.table_size:
             return
-        self.table = mh_table(svc.destinations)
+        self.table = mh_table(svc.destinations, self.table_size)
 
     def add_dest(self, svc: VirtualService, dest: Destination) -> None:
         self.dest_changed(svc)
@@ -141,7 +147,8 @@ class MaglevHashing(Scheduler):
         addr, port = flow_hash_key(flow, bool(flags & SVC_F_SCHED_MH_PORT))
         base = (port + fold(addr)) & _M32
         table = self.table
-        ihash = h1(base) % MH_TAB_SIZE
+        m = self.table_size
+        ihash = h1(base) % m
         d = table[ihash]
         if d is None:
             return None
@@ -149,11 +156,27 @@ class MaglevHashing(Scheduler):
             return d
         if not flags & SVC_F_SCHED_MH_FALLBACK:
             return None
-        for k in range(MH_TAB_SIZE):
-            roffset = (k + ihash) % MH_TAB_SIZE
-            d = table[h1((roffset + base) & _M32) % MH_TAB_SIZE]
+        for k in range(m):
+            roffset = (k + ihash) % m
+            d = table[h1((roffset + base) & _M32) % m]
             if d is None:
                 return None
             if d.weight > 0 and not d.flags & DEST_F_OVERLOAD:
                 return d
         return None
+
+
+def _is_prime(n: int) -> bool:
+    return n > 2 and n % 2 == 1 and all(n % k for k in range(3, int(n ** 0.5) + 1, 2))
+
+
+def with_table_size(m: int) -> type[MaglevHashing]:
+    """mh with an M-slot table (research extension; M must be prime, so that every
+    skip visits every slot), registered as ``mh@M``."""
+    if not _is_prime(m):
+        raise ValueError(f"mh table size must be an odd prime, not {m}")
+    if m == MH_TAB_SIZE:
+        return MaglevHashing
+    cls = type(f"MaglevHashing{m}", (MaglevHashing,), {"name": f"mh@{m}", "table_size": m,
+                                                       "__module__": __name__})
+    return register(cls)

@@ -1,6 +1,7 @@
-"""DR and TUN header work, checked against scapy (ipvs-semantics.md 6.2, 6.3; ip_vs_xmit.c).
+"""DR and TUN header work, checked against scapy (ip_vs_xmit.c: ip_vs_dr_xmit,
+ip_vs_tunnel_xmit[_v6]).
 
-* IPIP / IPv6 / GUE encapsulation, then decapsulation (scapy, and pyvs realserver's
+* IPIP / IPv6 / GUE / GRE encapsulation, then decapsulation (scapy, and pyvs realserver's
   ``decapsulate``), restores the inner packet exactly, except TTL - 1 and the inner IPv4
   header checksum (recomputed).
 * Outer fields: protocol / next header, source, destination, TTL = inner TTL after the
@@ -18,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP, defragment
 from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6
-from scapy.layers.l2 import Ether
+from scapy.layers.l2 import GRE, Ether
 from scapy.packet import Raw
 
 from pyvs.engine.clock import VirtualClock
@@ -28,6 +29,7 @@ from pyvs.engine.model import (
     AF_INET6,
     FWD_DROUTE,
     FWD_TUNNEL,
+    TUN_TYPE_GRE,
     TUN_TYPE_GUE,
     DestSpec,
     ServiceSpec,
@@ -35,7 +37,7 @@ from pyvs.engine.model import (
 )
 from pyvs.engine.neigh import Route
 from pyvs.engine.packet import parse
-from pyvs.engine.realserver import decapsulate
+from pyvs.engine.realserver import decapsulate, gre_payload
 from pyvs.engine.verdict import ACCEPT, DROP
 from pyvs.forwarders.dr import dr_rewrite, ethernet_frame
 from pyvs.forwarders.encap import ecn_encapsulate, encapsulate, fragment_v4
@@ -159,6 +161,62 @@ def test_gue_udp_and_header(inner, saddr, daddr, csum, port):
     assert decapsulate(bytes(u.payload), False, 17) == expected
 
 
+@settings(max_examples=120, deadline=None)
+@given(inner=st.one_of(inner_v4(), inner_v6()), outer6=st.booleans(), csum=st.booleans(),
+       data=st.data())
+def test_gre_header_fields_and_round_trip(inner, outer6, csum, data):
+    """gre_build_header() as ip_vs_tunnel_xmit calls it, read back by scapy's GRE layer:
+    version 0, no routing/key/sequence, protocol 0x0800 / 0x86DD, the C bit and a valid
+    checksum only with --tun-csum; outer protocol / next header 47."""
+    saddr, daddr = (data.draw(addr6), data.draw(addr6)) if outer6 else (data.draw(addr4),
+                                                                        data.draw(addr4))
+    outer = _encap_after_decrement(inner, saddr, daddr, tun_type=TUN_TYPE_GRE,
+                                   tun_flags=1 if csum else 0)
+    v4 = inner[0] >> 4 == 4
+    expected = _inner_after_ttl(bytes(inner))
+    if outer6:
+        o = IPv6(bytes(outer))
+        assert o.nh == 47 and o.plen == len(outer) - 40
+        gre_bytes = bytes(outer[40:])
+    else:
+        o = IP(bytes(outer))
+        assert o.proto == 47 and o.len == len(outer) and o.flags.DF == (
+            v4 and bool(IP(bytes(inner)).flags.DF))
+        gre_bytes = bytes(outer[20:])
+    g = GRE(gre_bytes)
+    assert (g.chksum_present, g.routing_present, g.key_present, g.seqnum_present,
+            g.strict_route_source, g.recursion_control, g.flags, g.version) == (
+        int(csum), 0, 0, 0, 0, 0, 0, 0)
+    assert g.proto == (0x0800 if v4 else 0x86DD)
+    hlen = 8 if csum else 4
+    assert gre_bytes[hlen:] == expected and len(gre_bytes) == hlen + len(expected)
+    if csum:
+        recomputed = GRE(gre_bytes)
+        recomputed.chksum = None
+        assert bytes(recomputed) == gre_bytes  # scapy computes the same checksum
+        assert gre_bytes[6:8] == b"\0\0"  # reserved1
+    assert decapsulate(bytes(outer) if not outer6 else gre_bytes, not outer6, 47) == expected
+
+
+def test_realserver_reads_gre_as_gre_parse_header():
+    inner = bytes(IP(src="198.18.0.10", dst="198.18.1.1") / TCP(sport=1, dport=80))
+    inner6 = bytes(IPv6(src="2001:db8::10", dst="2001:db8:1::1") / TCP(sport=1, dport=80))
+    assert gre_payload(bytes(GRE(proto=0x0800) / Raw(inner))) == (4, inner)
+    assert gre_payload(bytes(GRE(proto=0x86DD) / Raw(inner6))) == (41, inner6)
+    keyed = GRE(key_present=1, key=7, seqnum_present=1, sequence_number=9, proto=0x0800)
+    assert gre_payload(bytes(keyed / Raw(inner))) == (4, inner)  # key and sequence skipped
+    with_csum = bytearray(bytes(GRE(chksum_present=1, proto=0x0800) / Raw(inner)))
+    assert gre_payload(bytes(with_csum)) == (4, inner)
+    with_csum[-1] ^= 1  # one bit flipped in the payload: the checksum no longer verifies
+    assert gre_payload(bytes(with_csum)) is None
+    assert gre_payload(bytes(GRE(version=1, proto=0x0800) / Raw(inner))) is None
+    assert gre_payload(bytes(GRE(routing_present=1, proto=0x0800) / Raw(inner))) is None
+    assert gre_payload(bytes(GRE(proto=0x6558) / Raw(inner))) is None  # Ethernet: not ours
+    assert gre_payload(b"\0\0\x08") is None
+    # the inner packet must be the version the GRE protocol says
+    assert decapsulate(bytes(GRE(proto=0x86DD) / Raw(inner)), False, 47) is None
+
+
 def test_ecn_rule():
     assert [ecn_encapsulate(0xB8 | e) for e in range(4)] == [0xB8, 0xB9, 0xBA, 0xBA]
 
@@ -272,6 +330,38 @@ def test_tunnel_full_size_df_packet_gets_frag_needed_with_route_mtu_minus_20():
     d.outbox.clear()
     d.process([ok])
     assert len(d.outbox) == 1 and len(d.outbox[0]) == 1500
+
+
+def _gre_director(tun_flags: int) -> Director:
+    d = Director(clock=VirtualClock(), routes=FakeRoutes(mtu=1500))
+    key = d.services.add_service(ServiceSpec(AF_INET, 6, pack_addr(VIP), 80,
+                                             scheduler="rr")).key
+    d.services.add_dest(key, DestSpec(pack_addr(RS), 80, fwd=FWD_TUNNEL, weight=1,
+                                      tun_type=TUN_TYPE_GRE, tun_flags=tun_flags))
+    return d
+
+
+def test_gre_tunnel_sends_gre_and_leaves_room_for_its_header():
+    """The inner MTU is the route's minus 20 and the GRE header: 1476, or 1472 with
+    --tun-csum; a DF packet one byte larger gets frag-needed with that MTU."""
+    for tun_flags, room in ((0, 1476), (1, 1472)):
+        d = _gre_director(tun_flags)
+        d.process([syn()])
+        (outer,) = d.outbox
+        o = IP(outer)
+        assert (o.src, o.dst, o.proto, o.ttl) == ("198.18.2.1", RS, 47, 63)
+        assert o[GRE].chksum_present == tun_flags and o[GRE][TCP].flags == "S"
+        for size, fits in ((room, True), (room + 1, False)):
+            d.outbox.clear()
+            big = IP(src="198.18.0.10", dst=VIP, flags="DF") / TCP(sport=40000, dport=80,
+                                                                    flags="A")
+            d.process([bytearray(bytes(big / Raw(b"y" * (size - 40))))])
+            (out,) = d.outbox
+            if fits:
+                assert len(out) == 20 + (8 if tun_flags else 4) + size
+                assert IP(out).proto == 47
+            else:
+                assert IP(out)[ICMP].type == 3 and IP(out)[ICMP].nexthopmtu == room
 
 
 def test_tunnel_without_df_fragments_the_outer_packet():

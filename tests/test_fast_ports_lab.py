@@ -31,7 +31,7 @@ def fast_plumbing(ns: str, io: str) -> str:
     if io == "ring":
         out = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "tables"],
                              capture_output=True, text=True, check=True).stdout
-        return "\n".join(line for line in out.splitlines() if "pyvs" in line)
+        return "\n".join(line for line in out.splitlines() if line == "table netdev pyvs")
     out = subprocess.run(["ip", "netns", "exec", ns, "ip", "-d", "link", "show"],
                          capture_output=True, text=True, check=True).stdout
     return "\n".join(line for line in out.splitlines() if "prog/xdp" in line)

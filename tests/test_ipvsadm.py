@@ -163,21 +163,18 @@ def test_list_one_service_and_missing(d):
     assert sh(d, "-L -n -t 10.9.9.9:80") == (1, "", "No such service\n")
 
 
-def test_flags_ops_pe_rendering(d):
+def test_flags_and_ops_rendering(d):
     ok(d, "-A -t 1.2.3.4:80 -s rr -b flag-1,flag-3",
        "-A -u 1.2.3.4:53 -s rr -o -p",
-       "-A -u 1.2.3.4:5060 -s rr -p 30 --pe sip",
        "-A -t 1.2.3.4:0 -s rr -p 10 -M 255.255.0.0")
     assert sh(d, "-Ln")[1] == TITLE + (
         "TCP  1.2.3.4:0 rr persistent 10 mask 255.255.0.0\n"
         "TCP  1.2.3.4:80 rr (flag-1,flag-3)\n"
-        "UDP  1.2.3.4:53 rr persistent 360 ops\n"
-        "UDP  1.2.3.4:5060 rr persistent 30 pe sip\n")
+        "UDP  1.2.3.4:53 rr persistent 360 ops\n")
     assert sh(d, "-S")[1] == (
         "-A -t 1.2.3.4:0 -s rr -p 10 -M 255.255.0.0\n"
         "-A -t 1.2.3.4:80 -s rr -b flag-1,flag-3\n"
-        "-A -u 1.2.3.4:53 -s rr -p 360 -o\n"
-        "-A -u 1.2.3.4:5060 -s rr -p 30 --pe sip\n")
+        "-A -u 1.2.3.4:53 -s rr -p 360 -o\n")
 
 
 def test_default_scheduler_is_wlc_and_edit_replaces(d):
@@ -351,7 +348,7 @@ def test_restore_errors(d):
     assert sh(d, "-R", "-A -t 1.2.3.6:80 -s rr\n-D -t 9.9.9.9:1\n") == (
         255, "", "No such service\n")
     # a parse error ends the run (exit 2): later lines are not applied
-    stdin = "-A -t 1.2.3.7:80 -s rr\n-a -t 1.2.3.7:80 -r 10.0.0.1 -w 70000\n-C\n"
+    stdin = "-A -t 1.2.3.7:80 -s rr\n-a -t 1.2.3.7:80 -r 10.0.0.1 -w 2147483648\n-C\n"
     assert sh(d, "-R", stdin) == (2, "", "illegal weight specified\n")
     assert len(d.services.services) == 4
     assert sh(d, "-R", "-R\n") == (255, "", TRY)
@@ -444,7 +441,7 @@ ERRORS = [
     ("-A -t [2001:db8::1]", 2, "illegal virtual server address[:port] specified\n"),
     ("-A -f 0", 2, "invalid fwmark value `0' specified\n"),
     ("-A -t 1.2.3.4:80 -6", 2, "-6 used before -f\n\n"),
-    ("-a -t 1.2.3.4:80 -r 10.0.0.1 -w 70000", 2, "illegal weight specified\n"),
+    ("-a -t 1.2.3.4:80 -r 10.0.0.1 -w 2147483648", 2, "illegal weight specified\n"),
     ("-a -t 1.2.3.4:80 -r 10.0.0.1 -w -1", 2, "illegal weight specified\n"),
     ("-a -t 1.2.3.4:80 -r 10.0.0.1 -x abc", 2, "illegal u_threshold specified\n"),
     ("-a -t 1.2.3.4:80 -r bad.host.name.invalid", 2,
@@ -466,6 +463,11 @@ ERRORS = [
     ("-A -t 1.2.3.4:80 -s rr", 255, "Service already exists\n"),
     ("-A -t 1.2.3.5:80 -s nosuchsched", 255, "Scheduler or persistence engine not found\n"),
     ("-A -t 1.2.3.5:80 -s rr -p --pe nope", 255,
+     "Scheduler or persistence engine not found\n"),
+    # pyvs has no persistence engine: sip is refused as by a kernel without ip_vs_pe_sip
+    ("-A -u 1.2.3.5:5060 -s rr -p 30 --pe sip", 255,
+     "Scheduler or persistence engine not found\n"),
+    ("-E -t 1.2.3.4:80 -s rr -p 30 --pe sip", 255,
      "Scheduler or persistence engine not found\n"),
     ("-E -t 1.2.3.5:80 -s rr", 255, "No such service\n"),
     ("-D -t 1.2.3.5:80", 255, "No such service\n"),
@@ -512,3 +514,16 @@ def test_option_spellings(d):
         "-A -u 1.2.3.4:53 -s rr -p 50 -M 255.255.255.128 -o\n"
         "-a -u 1.2.3.4:53 -r 10.0.0.1:5353 -m -w 8\n"
         "-A -f 9 -s rr -b flag-1\n")
+
+
+def test_sctp_services_are_refused_not_silently_accepted():
+    """pyvs forwards TCP and UDP only: an SCTP service would be accepted and do nothing,
+    so it is refused as a kernel without IPVS SCTP support refuses it."""
+    from pyvs.engine.director import Director
+
+    d = Director()
+    rc, out, err = run(["-A", "--sctp-service", "198.18.1.1:80"], "", d)
+    assert (rc, out, err) == (255, "", "Protocol not supported\n")
+    assert run(["-S", "-n"], "", d)[1] == ""
+    # a fwmark service carries no protocol and stays accepted
+    assert run(["-A", "-f", "3"], "", d)[0] == 0

@@ -1,19 +1,19 @@
 """The XDP port's frame selection: the steering program and the partial-checksum test.
 
 ``steer_program`` (engine/io/steer.py) is run by the kernel itself (BPF_PROG_TEST_RUN)
-on random frames against random target sets and compared with a pure-Python oracle
-written from the contract (engine/io/steer.py, engine/plumbing_ring.py): a frame goes
-to the AF_XDP socket (XDP_REDIRECT) iff it is IPv4 (any IHL >= 5, not a non-first
-fragment) or IPv6 (TCP/UDP directly after the fixed header), TCP or UDP with the
-first 4 bytes of its transport header in the frame, and
-
-  * (daddr, proto, dport) or (daddr, proto, 0) is a VIP target, or
-  * TTL / hop limit > 1 and (saddr, proto, sport) or (saddr, proto, 0) is a REAL target;
-
-everything else is XDP_PASS.  XDP_REDIRECT needs a socket at index 0 of the program's
-xsks map, so a child process in a private network namespace owns a veth, a UMEM, an
-AF_XDP socket and the ``Steering`` maps, and runs the program on request (the pytest
-process never changes namespace).
+on random frames against the targets generated from random service tables, and
+compared with the model of what pyvs takes (engine/takes.py): a frame goes to the
+AF_XDP socket (XDP_REDIRECT) iff ``Takes.fast_kind`` says a fast port takes it --
+IPv4 with a header netfilter accepts (IHL >= 5, total length not below the header and
+within the frame), not a non-first fragment, or IPv6 with TCP/UDP right after the fixed
+header and a payload length within the frame; TCP or UDP with its ports in the frame;
+to a service's addr:port (or addr, port 0) or, with a TTL / hop limit above 1, from a
+NAT real server's -- and XDP_PASS otherwise.  The same model checks the nftables
+encodings (tests/test_takes_kernel.py) and the Python/numpy classifiers
+(tests/test_takes.py).  XDP_REDIRECT needs a socket at index 0 of the program's xsks
+map, so a child process in a private network namespace owns a veth, a UMEM, an AF_XDP
+socket and the ``Steering`` maps, and runs the program on request (the pytest process
+never changes namespace).
 
 ``partial_checksums`` (engine/io/xdp.py) is pure and runs without root.
 """
@@ -37,9 +37,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from takes_frames import config_st, frame_st
 
 from pyvs.engine.io.steer import KIND_REAL, KIND_VIP, target_key
+from pyvs.engine.io.steer import targets as steer_targets
 from pyvs.engine.io.xdp import partial_checksum, partial_checksums
+from pyvs.engine.takes import Takes, read
 
 ROOT = Path(__file__).resolve().parent.parent
 PASS, REDIRECT = 2, 4
@@ -133,7 +136,10 @@ class SteeringChild:
         return out
 
     def sync(self, targets) -> None:
-        self.request({"op": "sync", "keys": sorted(t.key.hex() for t in targets)})
+        self.sync_keys({t.key for t in targets})
+
+    def sync_keys(self, keys: set[bytes]) -> None:
+        self.request({"op": "sync", "keys": sorted(k.hex() for k in keys)})
 
     def run(self, frames: list[bytes]) -> list[int]:
         return self.request({"op": "run", "frames": [f.hex() for f in frames]})["actions"]
@@ -216,124 +222,15 @@ def ports(sport: int, dport: int, rest: bytes = b"") -> bytes:
     return struct.pack("!HH", sport, dport) + rest
 
 
-def oracle(frame: bytes, targets) -> tuple[int, str]:
-    """(action, reason), from the contract alone."""
-    n = len(frame)
-    ethertype = struct.unpack_from("!H", frame, 12)[0] if n >= 14 else None
-    if ethertype == ETH_IP:
-        if n < 15 or frame[14] >> 4 != 4 or frame[14] & 15 < 5:
-            return PASS, "not IPv4"
-        l4 = 14 + 4 * (frame[14] & 15)
-        if n < l4 + 4:
-            return PASS, "truncated"
-        if struct.unpack_from("!H", frame, 20)[0] & 0x1FFF:
-            return PASS, "non-first fragment"
-        ttl, proto, src, dst = frame[22], frame[23], frame[26:30], frame[30:34]
-    elif ethertype == ETH_IP6:
-        if n < 15 or frame[14] >> 4 != 6:
-            return PASS, "not IPv6"
-        l4 = 54
-        if n < l4 + 4:
-            return PASS, "truncated"
-        proto, ttl, src, dst = frame[20], frame[21], frame[22:38], frame[38:54]
-    else:
-        return PASS, "not IP"
-    if proto not in (TCP, UDP):
-        return PASS, "not TCP/UDP"
-    sport, dport = struct.unpack_from("!HH", frame, l4)
-    # Addresses are compared with their family, as the program's key does (its family
-    # byte keeps 198.18.0.1 and c612:1:: apart: test_keys_carry_the_address_family).
-    vips = {(t.addr, t.proto, t.port) for t in targets if t.kind == KIND_VIP}
-    reals = {(t.addr, t.proto, t.port) for t in targets if t.kind == KIND_REAL}
-    if (dst, proto, dport) in vips:
-        return REDIRECT, "to VIP:port"
-    if (dst, proto, 0) in vips:
-        return REDIRECT, "to VIP port 0"
-    real = (src, proto, sport) in reals or (src, proto, 0) in reals
-    if real and ttl <= 1:
-        return PASS, "real server reply, TTL <= 1"
-    if real:
-        return REDIRECT, "from real server"
-    return PASS, "no target"
-
-
 # ------------------------------------------------------------------ strategies
-V4_POOL = [a("198.18.0.1"), a("198.18.0.2"), a("198.18.0.3"), a("198.19.255.254")]
-V6_POOL = [a("2001:db8::1"), a("2001:db8::2"), a("2001:db8::3"), a("2001:db8:ffff::fe")]
 v4_any = st.integers(0, (1 << 17) - 1).map(lambda n: (0xC6120000 + n).to_bytes(4, "big"))
 v6_any = st.binary(min_size=12, max_size=12).map(lambda b: bytes.fromhex("20010db8") + b)
-port_st = st.one_of(st.sampled_from([0, 53, 80, 443, 65535]), st.integers(0, 65535))
 ttl_st = st.sampled_from([0, 1, 2, 3, 64, 255])
 
 
 def rarely(draw, n: int) -> bool:
     """True about once in n draws (False shrinks to the plain case)."""
     return draw(st.integers(0, n - 1)) == n - 1
-
-
-def any_addr(draw, family: int) -> bytes:
-    if family == 4:
-        return draw(st.one_of(st.sampled_from(V4_POOL), v4_any))
-    return draw(st.one_of(st.sampled_from(V6_POOL), v6_any))
-
-
-@st.composite
-def target_st(draw) -> Target:
-    addr = any_addr(draw, draw(st.sampled_from([4, 6])))
-    # a target of another protocol must not make the program take that protocol
-    proto = draw(st.sampled_from([TCP, UDP])) if not rarely(draw, 12) else 132
-    return Target(draw(st.sampled_from([KIND_VIP, KIND_REAL])), proto, addr,
-                  draw(st.one_of(st.just(0), port_st)))
-
-
-@st.composite
-def frame_st(draw, targets: list[Target]) -> bytes:
-    """Mostly a frame aimed at one of the targets (to its VIP, from its real server),
-    then, each now and then, one or more of the details the contract cares about
-    changed: protocol, port, TTL, IHL and options, fragment, version, ethertype, length."""
-    aim = draw(st.sampled_from(targets)) if targets and not rarely(draw, 5) else None
-    family = (4 if len(aim.addr) == 4 else 6) if aim else draw(st.sampled_from([4, 6]))
-    src, dst = any_addr(draw, family), any_addr(draw, family)
-    sport, dport = draw(port_st), draw(port_st)
-    proto = aim.proto if aim else draw(st.sampled_from([TCP, UDP]))
-    if aim and aim.kind == KIND_VIP:
-        dst = aim.addr
-        dport = aim.port or dport
-    elif aim:
-        src = aim.addr
-        sport = aim.port or sport
-    if rarely(draw, 6):
-        proto = draw(st.sampled_from([TCP, UDP, 1, 58, 0, 43, 44, 132, 255]))
-    if rarely(draw, 6):  # the other direction: from the VIP, to the real server
-        src, dst, sport, dport = dst, src, dport, sport
-    if rarely(draw, 8):
-        sport, dport = dport, sport
-    l4 = ports(sport, dport, draw(st.binary(max_size=12)))
-    ttl = draw(ttl_st)
-    if family == 4:
-        ihl = draw(st.integers(5, 15)) if draw(st.booleans()) else 5
-        l4_at = 14 + 4 * max(ihl, 5)
-        if rarely(draw, 20):
-            ihl = draw(st.integers(0, 4))
-        options = draw(st.binary(min_size=4 * max(ihl - 5, 0), max_size=4 * max(ihl - 5, 0)))
-        frag = draw(st.integers(1, 0x1FFF)) if rarely(draw, 6) else 0
-        version = draw(st.integers(0, 15)) if rarely(draw, 20) else 4
-        body = ipv4(src, dst, proto, l4, ttl=ttl, flags=draw(st.integers(0, 7)), frag=frag,
-                    options=options, version=version, ihl=ihl)
-        ethertype = ETH_IP
-    else:
-        version = draw(st.integers(0, 15)) if rarely(draw, 20) else 6
-        body = ipv6(src, dst, proto, l4, hlim=ttl, version=version)
-        ethertype = ETH_IP6
-        l4_at = 54
-    if rarely(draw, 10):  # the same body under another ethertype
-        ethertype = draw(st.sampled_from([ETH_ARP, 0x8100, 0x88A8, 0x0008, 0xDD86, 0x86DC,
-                                          0x0801, ETH_IP6 if family == 4 else ETH_IP]))
-    frame = eth(ethertype, body)
-    if rarely(draw, 5):  # cut anywhere, or around the ports (BPF_PROG_TEST_RUN needs 14)
-        frame = frame[:draw(st.one_of(st.integers(14, len(frame)),
-                                      st.integers(l4_at - 1, l4_at + 4)))]
-    return frame
 
 
 def describe(frame: bytes) -> str:
@@ -344,17 +241,19 @@ def describe(frame: bytes) -> str:
 @pytest.mark.lab
 @settings(max_examples=300, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(data=st.data())
-def test_steering_program_follows_the_contract(steer, data):
-    targets = data.draw(st.lists(target_st(), max_size=8, unique=True), label="targets")
-    frames = data.draw(st.lists(frame_st(targets), min_size=1, max_size=16), label="frames")
-    steer.sync(targets)
+@given(config=config_st(), data=st.data())
+def test_steering_program_follows_the_model(steer, config, data):
+    frames = [f for f, _ in data.draw(st.lists(frame_st(config), min_size=1, max_size=16),
+                                      label="frames")]
+    takes = Takes.of(config)
+    steer.sync_keys(steer_targets(takes))
     got = steer.run(frames)
     for frame, action in zip(frames, got, strict=True):
-        want, why = oracle(frame, targets)
-        event(f"{'redirect' if want == REDIRECT else 'pass'}: {why}")
-        assert action == want, (f"program says {action}, contract says {want} ({why}) for "
-                                f"{describe(frame)}\ntargets: {targets}")
+        kind = takes.fast_kind(read(frame))
+        want = REDIRECT if kind else PASS
+        event(f"{'redirect' if kind else 'pass'}")
+        assert action == want, (f"program says {action}, the model says {want} for "
+                                f"{describe(frame)}\nconfiguration: {config}")
 
 
 # ------------------------------------------------------------------ steering: examples
@@ -435,11 +334,24 @@ def test_only_the_first_fragment_is_redirected(services):
 
 @pytest.mark.lab
 def test_arp_and_truncated_frames_pass(services):
+    """A frame shorter than its IP header's total length is one netfilter refuses; a
+    frame that ends right after the ports, and says so, is taken."""
     arp = eth(ETH_ARP, struct.pack("!HHBBH6s4s6s4s", 1, ETH_IP, 6, 4, 1, MACS[6:], CLIENT4,
                                    bytes(6), VIP4))
     full = udp4(CLIENT4, VIP4, 40000, 53)
-    assert services.run([arp, full[:14], full[:34], full[:37], full[:38]]) == [
-        PASS, PASS, PASS, PASS, REDIRECT]
+    ports_only = eth(ETH_IP, ipv4(CLIENT4, VIP4, UDP, ports(40000, 53)))
+    v6 = eth(ETH_IP6, ipv6(CLIENT6, VIP6, TCP, ports(40000, 443, bytes(16))))
+    assert services.run([arp, full[:14], full[:34], full[:38], full[:-1], full, ports_only,
+                         v6[:-1], v6]) == [
+        PASS, PASS, PASS, PASS, PASS, REDIRECT, REDIRECT, PASS, REDIRECT]
+
+
+@pytest.mark.lab
+def test_a_total_length_below_the_header_passes(services):
+    frame = eth(ETH_IP, ipv4(CLIENT4, VIP4, UDP, ports(40000, 53, bytes(8))))
+    short = bytearray(frame)
+    short[16:18] = (19).to_bytes(2, "big")  # total length 19 < IHL 5 * 4
+    assert services.run([frame, bytes(short)]) == [REDIRECT, PASS]
 
 
 # ------------------------------------------------------------------ partial checksums

@@ -3,7 +3,9 @@
 A port hands in a batch of Ethernet frames that sit in one buffer (a TPACKET_V3 block,
 or the AF_XDP UMEM) and a ``send`` function for frames ready to go out.  For each batch:
   1. classify: which frames are pyvs's (engine/io/match.py, generated from the model
-     of what pyvs takes); the others are left alone;
+     of what pyvs takes); the others are left alone, and so are frames whose VLAN tag
+     the kernel took off before the ring saw them (the netdev rules and the XDP
+     program see the tag, so they leave those to the kernel);
   2. what the kernel would have done before IPVS saw the packet: IPv4 header checksum
      checked (ip_rcv drops bad ones), TTL / hop limit decremented on frames forwarded
      from real servers (ip_forward), CHECKSUM_PARTIAL checksums completed;
@@ -26,23 +28,19 @@ import numpy as np
 
 from pyvs.engine.csum import TTL_DELTA, csum_adjust, csum_finish, csum_verifies
 from pyvs.engine.fastpath import FastPath
-from pyvs.engine.io.match import Match, member
+from pyvs.engine.io.match import MAX_HEAD, TP_STATUS_VLAN_VALID, Match
 from pyvs.engine.io.mmsg import MmsgSender
 from pyvs.engine.io.nexthop import NextHops
 from pyvs.engine.io.rxring import ETH_P_IP, ETH_P_IPV6, TP_STATUS_CSUMNOTREADY
 from pyvs.engine.packet import Malformed, parse, set_l4_checksum
+from pyvs.engine.takes import REPLY, Takes
 from pyvs.engine.verdict import ACCEPT, FORWARD
 
 SMALL_BATCH = 8  # up to this many frames: one at a time (run_small)
 _TCP, _UDP = 6, 17
-_COLS = np.arange(38, dtype=np.int64)
 COUNTERS = ("frames", "mine", "forward", "to-kernel", "truncated", "bad-ip-checksum")
 
 Send = Callable[[int, np.ndarray, np.ndarray, np.ndarray], None]
-
-
-def _u16(h: np.ndarray, i: int) -> np.ndarray:
-    return (h[:, i].astype(np.int64) << 8) | h[:, i + 1]
 
 
 def _u32(h: np.ndarray, i: int) -> np.ndarray:
@@ -117,7 +115,7 @@ class BatchPipeline:
         self.small_batch = SMALL_BATCH  # batches up to this size: run_small
 
     def update(self, services) -> None:
-        self.match.update(services)
+        self.match.update(Takes.of(services))
 
     def tx_send(self, base: int, offs: np.ndarray, lens: np.ndarray,
                 names: np.ndarray) -> None:
@@ -136,38 +134,12 @@ class BatchPipeline:
         c["frames"] += n
         if n == 0 or self.match.empty:
             return 0
-        idx = offs[:, None] + _COLS
-        np.minimum(idx, len(buf) - 1, out=idx)
-        h = buf[idx]
-        ethertype = _u16(h, 12)
-        v4 = (ethertype == 0x0800) & (snaps >= 38) & ((h[:, 14] >> 4) == 4)
-        proto = h[:, 23].astype(np.int64)
-        l4 = 14 + ((h[:, 14] & 15).astype(np.int64) << 2)
-        ports_ok = v4 & (snaps >= l4 + 4) & ((_u16(h, 20) & 0x1FFF) == 0)
-        lidx = offs[:, None] + l4[:, None] + np.arange(4)
-        np.minimum(lidx, len(buf) - 1, out=lidx)
-        ph = buf[lidx]
-        sport = _u16(ph, 0)
-        dport = _u16(ph, 2)
-        saddr = _u32(h, 26)
-        daddr = _u32(h, 30)
-        m = self.match
-        tcpudp = (proto == _TCP) | (proto == _UDP)
-        vkey = (proto << 48) | (daddr << 16)
-        to_vip = tcpudp & ports_ok & (member(m.vip4, vkey | dport) | member(m.vip4_any, vkey))
-        rkey = (proto << 48) | (saddr << 16)
-        from_rs = (tcpudp & ports_ok & ~to_vip & (h[:, 22] > 1)
-                   & (member(m.rs4, rkey | sport) | member(m.rs4_any, rkey)))
-        mine = to_vip | from_rs
-        v6 = np.flatnonzero(ethertype == 0x86DD) if (m.vip6 or m.rs6) else ()
-        fwd6 = []
-        for i in v6:
-            o = int(offs[i])
-            kind = m.v6(buf[o:o + min(int(snaps[i]), 58)])
-            if kind:
-                mine[i] = True
-                if kind == 2:
-                    fwd6.append(i)
+        m = self.match.classify_batch(buf, offs, snaps, wire)
+        untagged = (status & TP_STATUS_VLAN_VALID) == 0
+        h, ethertype, v4 = m.h, m.ethertype, m.v4
+        mine, reply = m.mine & untagged, m.reply & untagged
+        from_rs = reply & v4
+        fwd6 = np.flatnonzero(reply & ~v4)
         sel = np.flatnonzero(mine)
         if len(sel) == 0:
             return 0
@@ -200,8 +172,7 @@ class BatchPipeline:
             buf[fo + 24] = cs >> 8
             buf[fo + 25] = cs & 0xFF
         for i in fwd6:
-            if mine[i]:
-                buf[int(offs[i]) + 21] -= 1
+            buf[int(offs[i]) + 21] -= 1
         # CHECKSUM_PARTIAL frames from a local sender: complete the L4 checksum first
         partial = np.flatnonzero((status[sel] & TP_STATUS_CSUMNOTREADY) != 0)
         if len(partial):
@@ -229,8 +200,10 @@ class BatchPipeline:
         handled = 0
         for off, snap, wlen, st in zip(offs.tolist(), snaps.tolist(), wire.tolist(),
                                        status.tolist(), strict=True):
-            head = bytes(buf[off: off + min(snap, 58)])
-            kind = match.classify(head)
+            if st & TP_STATUS_VLAN_VALID:
+                continue
+            head = bytes(buf[off: off + min(snap, MAX_HEAD)])
+            kind = match.classify(head, wlen)
             if not kind:
                 continue
             c["mine"] += 1
@@ -242,7 +215,7 @@ class BatchPipeline:
                 if not csum_verifies(sum(struct.unpack_from("!10H", head, 14))):
                     c["bad-ip-checksum"] += 1
                     continue
-            if kind == 2:  # forwarded: TTL / hop limit - 1, as ip_forward does
+            if kind == REPLY:  # forwarded: TTL / hop limit - 1, as ip_forward does
                 if v4:
                     buf[off + 22] -= 1
                     cs = csum_adjust((int(buf[off + 24]) << 8) | int(buf[off + 25]), TTL_DELTA)

@@ -14,12 +14,39 @@ instruction-set.rst: 8-byte instructions (opcode, dst/src registers, 16-bit offs
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
+import platform
 import struct
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
-SYS_BPF = 321  # x86_64
+
+
+class BpfError(OSError):
+    pass
+
+
+# __NR_bpf per architecture (the kernel's syscall tables; the generic table, used by
+# arm64, riscv and loongarch, numbers it 280)
+BPF_SYSCALLS = {
+    "x86_64": 321, "amd64": 321, "i386": 357, "i686": 357,
+    "aarch64": 280, "arm64": 280, "riscv64": 280, "loongarch64": 280,
+    "armv7l": 386, "armv6l": 386, "armv8l": 386,
+    "ppc64le": 361, "ppc64": 361, "s390x": 351,
+}
+
+
+def syscall_number(machine: str | None = None) -> int:
+    """__NR_bpf for ``machine`` (default: this one, platform.machine())."""
+    machine = machine or platform.machine()
+    try:
+        return BPF_SYSCALLS[machine]
+    except KeyError:
+        raise BpfError(errno.ENOSYS, f"bpf(2): pyvs does not know the system call number "
+                       f"on {machine!r} (known: {', '.join(sorted(BPF_SYSCALLS))}); "
+                       "--io xdp is not available here, use --io ring") from None
+
 
 # commands
 MAP_CREATE, MAP_UPDATE_ELEM, MAP_DELETE_ELEM = 0, 2, 3
@@ -34,13 +61,9 @@ FN_map_lookup_elem = 1
 FN_redirect_map = 51
 
 
-class BpfError(OSError):
-    pass
-
-
 def bpf(cmd: int, attr: bytes) -> int:
     buf = ctypes.create_string_buffer(attr, max(len(attr), 128))
-    r = _libc.syscall(SYS_BPF, cmd, buf, len(buf))
+    r = _libc.syscall(syscall_number(), cmd, buf, len(buf))
     if r < 0:
         err = ctypes.get_errno()
         raise BpfError(err, f"bpf({cmd}): {os.strerror(err)}")
@@ -182,7 +205,7 @@ def test_run(prog_fd: int, data: bytes) -> int:
     attr = ctypes.create_string_buffer(struct.pack(
         "<IIIIQQII", prog_fd, 0, len(data), len(out), ctypes.addressof(buf),
         ctypes.addressof(out), 1, 0), 128)
-    r = _libc.syscall(SYS_BPF, PROG_TEST_RUN, attr, 128)
+    r = _libc.syscall(syscall_number(), PROG_TEST_RUN, attr, 128)
     if r < 0:
         err = ctypes.get_errno()
         raise BpfError(err, f"BPF_PROG_TEST_RUN: {os.strerror(err)}")

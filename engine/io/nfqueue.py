@@ -2,11 +2,11 @@
 
 Why NFQUEUE for the drop-in path: pyvs must see exactly the packets kernel IPVS
 would see (addressed to a local VIP, or carrying a service's firewall mark set
-by the user's own prerouting rules) and must keep the kernel from answering for
-them.  A queue rule placed after the mangle rules gives both, with the mark, and
-the verdict can carry the rewritten packet, so the kernel does routing, ARP and
-TTL exactly as it does for IPVS.  The ring/AF_PACKET ports are faster; this one
-is the faithful, simple default.
+by any prerouting rule) and must keep the kernel from answering for them.  A
+queue rule after every prerouting hook (engine/plumbing.py) gives both, with the
+mark, and the verdict can carry the rewritten packet, so the kernel does routing,
+ARP and TTL exactly as it does for IPVS.  The ring/AF_PACKET ports are faster;
+this one is the faithful, simple default.
 
 Protocol: nfnetlink_queue (include/uapi/linux/netfilter/nfnetlink_queue.h).
 """
@@ -19,7 +19,7 @@ import socket
 import struct
 
 from pyvs.engine.io.port import Port, PortContext
-from pyvs.engine.plumbing import QUEUE_NUM, Plumbing
+from pyvs.engine.plumbing import QUEUE_NUM, Plumbing, PlumbingError, remove_legacy_chains
 from pyvs.engine.verdict import DROP, FORWARD
 
 NETLINK_NETFILTER = 12
@@ -75,12 +75,16 @@ def _message(msg_type: int, flags: int, seq: int, queue: int, attrs: bytes,
 
 
 class QueuedPacket:
-    __slots__ = ("packet_id", "mark", "buf")
+    """One queued packet: its id (for the verdict), firewall mark, netfilter hook
+    (NF_INET_PRE_ROUTING 0, NF_INET_FORWARD 2, ...) and the IP packet."""
 
-    def __init__(self, packet_id: int, mark: int, buf: bytearray) -> None:
+    __slots__ = ("packet_id", "mark", "buf", "hook")
+
+    def __init__(self, packet_id: int, mark: int, buf: bytearray, hook: int = -1) -> None:
         self.packet_id = packet_id
         self.mark = mark
         self.buf = buf
+        self.hook = hook
 
 
 class NfQueueSocket:
@@ -160,6 +164,7 @@ class NfQueueSocket:
     def _parse_packet(view: memoryview, pos: int, end: int) -> QueuedPacket | None:
         packet_id = -1
         mark = 0
+        hook = -1
         payload = None
         unpack = _ATTR.unpack_from
         while pos + 4 <= end:
@@ -169,6 +174,7 @@ class NfQueueSocket:
             atype &= 0x3FFF
             if atype == NFQA_PACKET_HDR:
                 packet_id = int.from_bytes(view[pos + 4:pos + 8], "big")
+                hook = view[pos + 10]  # struct nfqnl_msg_packet_hdr: id, hw_protocol, hook
             elif atype == NFQA_MARK:
                 mark = int.from_bytes(view[pos + 4:pos + 8], "big")
             elif atype == NFQA_PAYLOAD:
@@ -176,7 +182,7 @@ class NfQueueSocket:
             pos += (alen + 3) & ~3
         if packet_id < 0 or payload is None:
             return None
-        return QueuedPacket(packet_id, mark, payload)
+        return QueuedPacket(packet_id, mark, payload, hook)
 
     def send_verdicts(self, packets: list[QueuedPacket], verdicts: list[int],
                       modified: list[bool]) -> None:
@@ -228,15 +234,16 @@ class NfQueueSocket:
 class NfQueuePort(Port):
     """The default port: netfilter queues what pyvs takes (engine/plumbing.py installs the
     rules), the director decides, the verdict carries the rewritten packet back, and the
-    kernel routes it.  With a fast port in the same run it takes only what that port
-    cannot (fwmark services, ICMP errors)."""
+    kernel routes it.  With a fast port in the same run the rules are the same: the fast
+    port takes its packets at the interface, before they reach them, so NFQUEUE gets
+    what it cannot serve (engine/takes.py: fwmark traffic, ICMP errors, FTP data...)."""
 
     name = "nfqueue"
 
-    def __init__(self, director, raw, queue: int = QUEUE_NUM, fast: bool = False) -> None:
+    def __init__(self, director, raw, queue: int = QUEUE_NUM) -> None:
         self.director = director
         self.raw = raw
-        self.plumbing = Plumbing(queue, ring=fast)
+        self.plumbing = Plumbing(queue)
         self.sock: NfQueueSocket | None = None
         self.counters = {"packets": 0, "batches": 0}
         self.plumbing.install()
@@ -248,11 +255,15 @@ class NfQueuePort(Port):
 
     @classmethod
     def open(cls, ctx: PortContext) -> NfQueuePort:
-        return cls(ctx.director, ctx.raw, ctx.queue, ctx.fast)
+        return cls(ctx.director, ctx.raw, ctx.queue)
 
     @staticmethod
     def clear_stale() -> list[str]:
-        return []  # install() replaces whatever chains a killed run left
+        try:
+            gone = Plumbing().remove()
+        except PlumbingError:  # no nft: no table can exist either
+            gone = []
+        return gone + remove_legacy_chains()
 
     def readers(self) -> list[NfQueueSocket]:
         return [self.sock] if self.sock is not None else []

@@ -1,11 +1,13 @@
 """The XDP programs pyvs puts on interfaces, and the maps that drive them.
 
-  * ``Steering``: the program that redirects exactly the frames pyvs serves into the
-    interface's AF_XDP socket (engine/io/xsk.py) and passes everything else to the
-    kernel.  Its ``targets`` map holds what the ring port's nftables rules match
-    (engine/plumbing_ring.py): TCP/UDP to a virtual service addr:port (port 0: any
-    port), TCP/UDP from a NAT real server addr:port with TTL / hop limit above 1,
-    never a non-first fragment; the ``xsks`` map holds the socket.
+  * ``Steering``: the program that redirects exactly the frames a fast port takes
+    (engine/takes.py ``Takes.fast_kind``) into the interface's AF_XDP socket
+    (engine/io/xsk.py) and passes everything else to the kernel.  Its ``targets`` map
+    (``targets``) holds the model's fast keys: TCP/UDP to a virtual service addr:port
+    (port 0: any port), TCP/UDP from a NAT real server addr:port, taken with a TTL /
+    hop limit above 1; the program itself checks what the model asks of a header
+    (IPv4 that netfilter accepts, never a non-first fragment, IPv6 with TCP/UDP right
+    after the fixed header, ports inside the frame); the ``xsks`` map holds the socket.
   * ``SegmentationGuard`` / the pass-through program: keeps local senders' offload
     super-frames away (see XdpAttachments).
   * ``detach_stale``: what a director killed without its cleanup left behind.
@@ -24,6 +26,7 @@ import struct
 
 from pyvs.engine.io import bpf
 from pyvs.engine.io.xsk import XdpError, XskSocket
+from pyvs.engine.takes import Takes
 
 log = logging.getLogger("pyvs.xdp")
 
@@ -40,6 +43,13 @@ def target_key(kind: int, protocol: int, addr: bytes, port: int) -> bytes:
     would otherwise be the same key as the IPv6 address c612:1::."""
     return KEY.pack(kind, protocol, socket.htons(port), 4 if len(addr) == 4 else 6,
                     addr.ljust(16, b"\0"))
+
+
+def targets(takes: Takes) -> set[bytes]:
+    """The targets-map keys of the model's fast keys."""
+    requests, replies = takes.fast_targets()
+    return ({target_key(KIND_VIP, p, a, port) for p, a, port in requests}
+            | {target_key(KIND_REAL, p, a, port) for p, a, port in replies})
 
 
 def steer_program(targets_fd: int, xsks_fd: int) -> bytes:
@@ -76,6 +86,12 @@ def steer_program(targets_fd: int, xsks_fd: int) -> bytes:
     a.ldx(2, 7, 2, 20)
     a.alu("&", 7, 0xFF1F)  # fragment offset
     a.jmp("!=", 7, 0, "pass")
+    big_endian_u16(a, 7, 16)  # total length: not below the header, not beyond the frame
+    a.jmp_reg("<", 7, 5, "pass")
+    a.alu_reg("=", 8, 2)
+    a.alu_reg("+", 8, 7)
+    a.alu("+", 8, 14)
+    a.jmp_reg(">", 8, 3, "pass")
     a.ldx(1, 9, 2, 22)  # r9 = TTL
     a.ldx(1, 7, 2, 23)  # r7 = protocol
     a.st(1, 10, A + 4, 4)  # family
@@ -99,6 +115,11 @@ def steer_program(targets_fd: int, xsks_fd: int) -> bytes:
     a.ldx(1, 5, 2, 14)
     a.alu("&", 5, 0xF0)
     a.jmp("!=", 5, 0x60, "pass")
+    big_endian_u16(a, 7, 18)  # payload length: within the frame
+    a.alu_reg("=", 8, 2)
+    a.alu_reg("+", 8, 7)
+    a.alu("+", 8, 54)
+    a.jmp_reg(">", 8, 3, "pass")
     a.ldx(1, 7, 2, 20)  # next header
     a.ldx(1, 9, 2, 21)  # hop limit
     a.st(1, 10, A + 4, 6)  # family
@@ -150,6 +171,15 @@ def steer_program(targets_fd: int, xsks_fd: int) -> bytes:
     a.alu("=", 0, bpf.XDP_PASS)
     a.exit()
     return a.assemble()
+
+
+def big_endian_u16(a: bpf.Asm, dst: int, off: int) -> None:
+    """``dst`` = the big-endian 16-bit field at packet offset ``off`` (r2 = data, r8
+    clobbered; the caller has checked the bytes are there)."""
+    a.ldx(1, dst, 2, off)
+    a.alu("<<", dst, 8)
+    a.ldx(1, 8, 2, off + 1)
+    a.alu_reg("|", dst, 8)
 
 
 def pass_program() -> bytes:

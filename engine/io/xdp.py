@@ -15,9 +15,11 @@ the kernel must handle), different I/O (engine/io/xsk.py, engine/io/steer.py):
     ring full (``rx_dropped`` / ``rx_ring_full`` in the status), before the frame
     costs anything on the forwarder's core, so the forwarder never livelocks.
 
-No nftables table is needed (the XDP program is the filter), fwmark services and ICMP
-stay on NFQUEUE as in ring mode.  Frames steered to XDP are not seen by packet
-sockets (tcpdump on the director shows only what the kernel passes).
+No nftables table is needed (the XDP program is the filter, its targets generated from
+engine/takes.py); what a fast port does not take -- fwmark traffic, ICMP errors, FTP
+data, IPv6 with extension headers -- stays on NFQUEUE as in ring mode.  Frames
+steered to XDP are not seen by packet sockets (tcpdump on the director shows only what the
+kernel passes).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from pyvs.engine.io.batch import SMALL_BATCH, BatchPipeline
 from pyvs.engine.io.netdev import director_interfaces, interface_mtu, set_offloads
 from pyvs.engine.io.port import Port, PortContext
 from pyvs.engine.io.rxring import TP_STATUS_CSUMNOTREADY
-from pyvs.engine.plumbing_ring import ring_targets
+from pyvs.engine.takes import Takes
 
 _CHUNK_SHIFT = np.uint64(xsk.FRAME.bit_length() - 1)
 BATCH = 512  # frames per batch (numpy pays off from ~32 frames, best in the hundreds)
@@ -148,10 +150,7 @@ class XdpPort(Port):
 
     def update(self, services: list) -> None:
         self.pipeline.update(services)
-        vips, reals = ring_targets(services)
-        keys = {steer.target_key(steer.KIND_VIP, p, a, port) for p, a, port in vips}
-        keys |= {steer.target_key(steer.KIND_REAL, p, a, port) for p, a, port in reals}
-        self.steering.sync(keys)
+        self.steering.sync(steer.targets(Takes.of(services)))
 
     # ------------------------------------------------------------------------------------
     def serve(self, sock: xsk.XskSocket, max_blocks: int = 1) -> int:

@@ -715,7 +715,8 @@ class TunLab(_SegmentLab):
                  eth1 198.18.0.(100+i)/24 2001:db8::(100+i)/64 (client segment: replies)
                  lo   the VIP; arp_ignore=1 arp_announce=2 rp_filter=0
                  decapsulation: the kernel's tunl0 if `ip link add type ipip` works,
-                 otherwise `pyvs realserver` (TUN device pyvstun0)
+                 otherwise `pyvs realserver` (TUN device pyvstun0); ``decap="pyvs"``
+                 always uses `pyvs realserver` (IPIP, GRE and GUE)
     """
 
     mode = "tun"
@@ -729,8 +730,13 @@ class TunLab(_SegmentLab):
     RS_LAN_IF = "eth1"
     TUN_IF = "pyvstun0"
 
-    def __init__(self, *args, **kw) -> None:
+    DECAP = ("auto", "pyvs")
+
+    def __init__(self, *args, decap: str = "auto", **kw) -> None:
+        if decap not in self.DECAP:
+            raise LabError(f"decap must be one of {', '.join(self.DECAP)}")
         super().__init__(*args, **kw)
+        self.decap = decap
         self.tunnels: dict[str, subprocess.Popen] = {}
         self.kernel_ipip = False
 
@@ -772,7 +778,7 @@ class TunLab(_SegmentLab):
             nx.add_addr(ns, self.RS_LAN_IF, f"{rs['lan_addr']}/24")
             nx.add_addr(ns, self.RS_LAN_IF, f"{rs['lan_addr6']}/64")
             self._rs_vip(ns)
-        self.kernel_ipip = self._have_kernel_ipip(rss[0]["ns"])
+        self.kernel_ipip = self.decap == "auto" and self._have_kernel_ipip(rss[0]["ns"])
         for rs in rss:
             if self.kernel_ipip:
                 nx.run(rs["ns"], ["ip", "link", "set", "tunl0", "up"], check=True)

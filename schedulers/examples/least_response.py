@@ -1,7 +1,9 @@
 """least_response: "least recent response time" - an example third-party scheduler.
 
-Not a kernel scheduler.  A health checker (or the engine) reports measured
-response times with report(dest, seconds); the scheduler keeps an exponentially
+Not a kernel scheduler.  It overrides the feedback hook Scheduler.report(dest,
+seconds) (schedulers/base.py), which the simulator's server model calls after every
+finished request (engine/sim/servers.py) and a live health checker is to call
+after every check; the scheduler keeps an exponentially
 weighted moving average per destination in a WeakKeyDictionary (so deleted
 destinations vanish with their objects; dest.sched_data would work as well).
 
@@ -35,7 +37,8 @@ class LeastResponse(Scheduler):
             weakref.WeakKeyDictionary())
 
     def report(self, dest: Destination, seconds: float) -> None:
-        """Called by a health checker / the engine with one measured response time."""
+        """Scheduler.report: one measured response time (the simulator's server model,
+        a health checker)."""
         now = self.env.clock.now()
         s = self.samples.get(dest)
         if s is None or now - s[1] > self.stale_after:

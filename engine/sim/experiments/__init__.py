@@ -1,0 +1,1 @@
+"""Published results reproduced with pyvs sim (docs/experiments/)."""
