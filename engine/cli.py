@@ -55,6 +55,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             sys.stderr.write("pyvs run: --seed needs one worker (each worker process would "
                              "draw its own sequence)\n")
             return 2
+        if args.conn_limit is not None:
+            sys.stderr.write("pyvs run: --conn-limit works with one worker (each worker has "
+                             "its own table)\n")
+            return 2
         try:
             from pyvs.engine.workers import run_workers
         except ImportError:
@@ -63,6 +67,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return run_workers(args)
     daemon = Daemon(io=args.io, interfaces=args.interfaces, seed=args.seed)
     daemon.health = health
+    if args.conn_limit is not None:
+        daemon.director.defense.limit = args.conn_limit
     if args.rules:
         from pyvs.engine.config import RulesError, load_rules
 
@@ -141,7 +147,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         sys.stderr.write("pyvs status: no pyvs director runs in this network namespace\n")
         return 1
     print(json.dumps({k: reply[k] for k in ("connections", "drops", "io", "ports", "workers",
-                                            "health") if reply.get(k) is not None}, indent=2))
+                                            "health", "sync", "defense")
+                      if reply.get(k) is not None}, indent=2))
     return 0
 
 
@@ -198,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="worker processes (ring mode, PACKET_FANOUT hash); default 1")
     run.add_argument("--interface", dest="interfaces", action="append", metavar="IF",
                      help="ring/xdp interfaces (default: every interface with an address)")
+    run.add_argument("--conn-limit", type=_in_range(0), metavar="N",
+                     help="most connection entries the table holds (templates included); "
+                          "new connections beyond it are dropped and counted, none is "
+                          "evicted; 0 = no bound (default 1048576, about 240 MiB)")
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"])
     run.add_argument("--seed", type=int, default=None,

@@ -20,6 +20,7 @@ from pyvs.engine.director import Director
 from pyvs.engine.io.port import Port, PortContext, clear_stale, open_ports
 from pyvs.engine.io.raw import RawSender
 from pyvs.engine.plumbing import QUEUE_NUM
+from pyvs.engine.sync.daemon import SyncDaemons
 from pyvs.engine.sysctl import SysctlError
 
 log = logging.getLogger("pyvs")
@@ -55,6 +56,8 @@ class Daemon:
         self.ports: list[Port] = []
         self.fanout_group: int | None = None  # set by engine/workers.py
         self.health = None  # engine/health/supervisor.py, with --keepalived / --config
+        self.sync = SyncDaemons(self.director)  # --start-daemon master|backup
+        self.selector: selectors.BaseSelector | None = None
 
     # -- control ------------------------------------------------------------------------------
     def handle_request(self, request: dict) -> dict:
@@ -62,9 +65,12 @@ class Daemon:
         if op == "ipvsadm":
             from pyvs.engine import ipvsadm
 
+            # one sync daemon per director: not with --workers (each has its own table)
+            sync = self.sync if self.fanout_group is None else None
             rc, out, err = ipvsadm.run(list(request.get("argv", [])),
-                                       request.get("stdin", ""), self.director)
+                                       request.get("stdin", ""), self.director, sync)
             self._sync_ports()
+            self._watch_sync_sockets()
             return {"rc": rc, "out": out, "err": err}
         if op == "sysctl":
             return self._sysctl(list(request.get("args", [])))
@@ -78,6 +84,7 @@ class Daemon:
             return {"rc": 0, "out": "", "err": "", "connections": len(d.conntable),
                     "drops": dict(d.drops), "io": self.io,
                     "ports": {p.name: p.status() for p in self.ports},
+                    "sync": self.sync.status(), "defense": d.defense.status(),
                     "health": self.health.status() if self.health else None}
         return {"rc": 2, "out": "", "err": f"unknown request {op!r}\n"}
 
@@ -106,6 +113,21 @@ class Daemon:
                 port.update(current)
             self._generation = services.generation
 
+    def _watch_sync_sockets(self) -> None:
+        """The selector follows the sync daemons started and stopped by pyvsadm."""
+        sel = self.selector
+        if sel is None:
+            return
+        wanted = set(self.sync.readers())
+        for key in list(sel.get_map().values()):
+            if key.data is self.sync and key.fileobj not in wanted:
+                sel.unregister(key.fileobj)
+        for sock in wanted:
+            try:
+                sel.get_key(sock)
+            except KeyError:
+                sel.register(sock, selectors.EVENT_READ, self.sync)
+
     def _serve_control(self, listener: socket.socket) -> None:
         try:
             conn, _ = listener.accept()
@@ -113,10 +135,11 @@ class Daemon:
             return
         with conn:
             try:
-                if control.peer_uid(conn) != 0:
-                    reply = {"rc": 1, "out": "", "err": "Permission denied (you must be root)\n"}
+                refused = control.refusal(conn)
+                request = control.read_request(conn)  # read even if refused: no reset
+                if refused is not None:
+                    reply = {"rc": 1, "out": "", "err": refused + "\n"}
                 else:
-                    request = control.read_request(conn)
                     try:
                         reply = self.handle_request(request)
                     except Exception as err:  # always answer; the director keeps running
@@ -172,7 +195,7 @@ class Daemon:
             old[signal.SIGHUP] = signal.signal(
                 signal.SIGHUP, lambda signum, frame: setattr(self.health, "reload_requested",
                                                              True))
-        sel = selectors.DefaultSelector()
+        sel = self.selector = selectors.DefaultSelector()
         sel.register(listener, selectors.EVENT_READ, None)
         for port in self.ports:
             for reader in port.readers():
@@ -182,7 +205,11 @@ class Daemon:
         next_tick = time.monotonic()
         try:
             while self.running:
-                timeout = max(0.0, next_tick - time.monotonic())
+                wake = next_tick
+                sync_wake = self.sync.next_wakeup()  # on the director's clock
+                if sync_wake is not None:
+                    wake = min(wake, time.monotonic() + sync_wake - self.director.now())
+                timeout = max(0.0, wake - time.monotonic())
                 for key, _ in sel.select(timeout):
                     port = key.data
                     try:
@@ -193,6 +220,7 @@ class Daemon:
                     except Exception:  # the engine keeps serving whatever one batch did
                         log.exception("error while serving %s", port.name if port else "control")
                         self.director.drops["engine-error"] += 1
+                self.sync.poll(self.director.now())  # the master's due messages
                 if time.monotonic() >= next_tick:
                     self.director.tick()
                     sender.flush(self.director)  # what the tick queued (DR neighbours)
@@ -207,6 +235,8 @@ class Daemon:
                 signal.signal(s, handler)
             if self.health is not None:
                 self.health.stop()
+            self.sync.close()
+            self.selector = None
             sel.close()
             self.close_ports()
             sender.close()
