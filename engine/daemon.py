@@ -21,6 +21,7 @@ from pyvs.engine.io.port import Port, PortContext, clear_stale, open_ports
 from pyvs.engine.io.raw import RawSender
 from pyvs.engine.plumbing import QUEUE_NUM
 from pyvs.engine.sysctl import SysctlError
+from pyvs.engine.trace.hook import TraceHub
 
 log = logging.getLogger("pyvs")
 
@@ -54,6 +55,7 @@ class Daemon:
         self.interfaces = interfaces
         self.ports: list[Port] = []
         self.fanout_group: int | None = None  # set by engine/workers.py
+        self.traces = TraceHub(self.director)  # `pyvs trace` clients (engine/trace)
 
     # -- control ------------------------------------------------------------------------------
     def handle_request(self, request: dict) -> dict:
@@ -110,6 +112,11 @@ class Daemon:
                     reply = {"rc": 1, "out": "", "err": "Permission denied (you must be root)\n"}
                 else:
                     request = control.read_request(conn)
+                    if request.get("op") == "trace":  # a stream: the hub keeps a handle
+                        self.traces.subscribe(conn.dup(), request, refuse=(
+                            "not available with --workers (each worker has its own "
+                            "director)" if self.fanout_group is not None else None))
+                        return
                     try:
                         reply = self.handle_request(request)
                     except Exception as err:  # always answer; the director keeps running
@@ -181,6 +188,7 @@ class Daemon:
                 if time.monotonic() >= next_tick:
                     self.director.tick()
                     sender.flush(self.director)  # what the tick queued (DR neighbours)
+                    self.traces.tick()
                     for port in self.ports:
                         port.tick()
                     keep_long_lived_out_of_gc()
@@ -189,6 +197,7 @@ class Daemon:
             for s, handler in old.items():
                 signal.signal(s, handler)
             sel.close()
+            self.traces.close()
             self.close_ports()
             sender.close()
             listener.close()
