@@ -121,11 +121,13 @@ class Outputs:
 
     def _print(self, ev: dict) -> None:
         if self.json:
-            print(json.dumps(ev), flush=True)
-            return
-        from pyvs.engine.trace.words import describe
+            text = json.dumps(ev)
+        else:
+            from pyvs.engine.trace.words import describe
 
-        print("\n".join(describe(ev, self.count, self.t0 or 0.0)), flush=True)
+            text = "\n".join(describe(ev, self.count, self.t0 or 0.0))
+        sys.stdout.write(text + "\n")  # one write: a command's output lands between events
+        sys.stdout.flush()
 
     def close(self) -> None:
         for w in (self.pcap_in, self.pcap_out):

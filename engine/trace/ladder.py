@@ -101,9 +101,11 @@ def draw(events: list[dict], path: str, title: str = "") -> int:
                     arrowprops={"arrowstyle": "-|>", "color": color, "lw": 1.3})
         ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.06, label, ha="center", va="bottom",
                 fontsize=7.5)
-        if note:
-            ax.text(x[("director", "")] + 0.06, y1 - 0.05, note, fontsize=7, color="tab:purple",
-                    va="top")
+        if note:  # the state change, on the side the packet came from
+            xd = x[("director", "")]
+            left = x0 < xd
+            ax.text(xd - 0.05 if left else xd + 0.05, y1 - 0.04, note, fontsize=7,
+                    color="tab:purple", va="top", ha="right" if left else "left")
     ax.set_xlim(-0.6, len(columns) - 0.4)
     ax.set_ylim(bottom, top + 1.0)
     ax.axis("off")
