@@ -72,6 +72,8 @@ def draw(events: list[dict], path: str, title: str = "") -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text: searchable, small
+
     clients, servers, rows = arrows(events)
     vip = next((host(e["conn"]["vip"]) for e in events if e.get("conn")), "")
     columns = [("client", a) for a in clients] + [("director", "")] + \
