@@ -189,7 +189,8 @@ def _schedule(s: dict | None) -> list[str]:
 
 def _forward(ev: dict, conn: dict | None, reply: bool) -> list[str]:
     out = ev.get("out") or []
-    if conn is None or ev["why"] not in ("forwarded", "sent-by-forwarder"):
+    if conn is None or ev["why"] not in ("forwarded", "sent-by-forwarder",
+                                         "waiting-for-neighbour"):
         return []
     fwd = conn["fwd"]
     text = f"{FORWARDING.get(fwd, fwd)}: {REWRITE.get((fwd, reply), 'forwarded')}"
@@ -215,6 +216,8 @@ def _verdict(ev: dict) -> list[str]:
         lines = [_line("verdict", "DROP: " + ("; ".join(reasons) or "dropped"))]
         lines += [_cont(f"sent    {summary(o['hex'], o['link'])}") for o in out]
         return lines
+    if why == "waiting-for-neighbour":
+        return [_line("verdict", f"queued: {WHY[why]}")]
     if why == "sent-by-forwarder":
         return [_line("verdict", f"{WHY[why]}; the original goes no further")]
     if verdict == "ACCEPT":
