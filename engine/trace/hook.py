@@ -372,9 +372,13 @@ class TraceHub:
         if self.addrs is None:
             return np.ones(len(saddr), dtype=bool)
         if self._v4 is None:
-            self._v4 = np.array([int.from_bytes(a, "big") for a in self.addrs if len(a) == 4],
-                                dtype=np.int64)
-        return np.isin(saddr, self._v4) | np.isin(daddr, self._v4)
+            self._v4 = [int.from_bytes(a, "big") for a in self.addrs if len(a) == 4]
+        if len(self._v4) > 4:
+            return np.isin(saddr, self._v4) | np.isin(daddr, self._v4)
+        mask = np.zeros(len(saddr), dtype=bool)
+        for a in self._v4:  # a few addresses: plain comparisons beat np.isin
+            mask |= (saddr == a) | (daddr == a)
+        return mask
 
     def handle(self, untraced, info, buf, mark: int, now: float | None) -> int:
         """Director.handle, watched (the hook Director.attach_tracer installs)."""
