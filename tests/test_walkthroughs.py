@@ -8,6 +8,7 @@ timers, MAC addresses and process ids masked; ``...`` skips what varies)."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 LAB_DIR = Path(__file__).resolve().parent.parent / "netns-lab"
 spec = importlib.util.spec_from_file_location("walkthrough", LAB_DIR / "walkthrough.py")
 walkthrough = importlib.util.module_from_spec(spec)
+sys.modules["walkthrough"] = walkthrough  # dataclasses look their module up
 spec.loader.exec_module(walkthrough)
 
 DOCS = sorted(p for p in LAB_DIR.glob("*.md") if walkthrough.parse(p.read_text()))
