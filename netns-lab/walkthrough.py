@@ -9,7 +9,8 @@ stable parts are compared: both sides are normalised (``normalise``: ephemeral p
 timers, MAC addresses, process ids, times and the lab's name masked) and a line
 ``...`` in the expected text stands for any number of lines.
 
-The lab name: the walkthrough sets it once with a line ``L=NAME``; the runner gives
+A line ``REPO=$(pwd)`` (the reader stands in the repository) is given the repository's
+path.  The lab name: the walkthrough sets it once with a line ``L=NAME``; the runner gives
 it a fresh unique name instead (so runs never collide) and removes that lab at the
 end, also when a block fails.  ``--update`` writes the real output into every
 expected block that no longer matches (blocks that match keep their ``...``).
@@ -31,6 +32,8 @@ from pathlib import Path
 
 FENCE = re.compile(r"^```(\w*)\s*$")
 LAB_LINE = re.compile(r"^L=(\S+)$", re.M)
+REPO_LINE = re.compile(r"^REPO=\$\(pwd\)$", re.M)  # the repository root, where the reader is
+REPO = Path(__file__).resolve().parent.parent
 MARK = "@@pyvs-walkthrough-block"
 MASKS = [  # (pattern, replacement): what differs from run to run
     (re.compile(r"(?<=\d):\d{4,5}\b"), ":PORT"),  # ephemeral ports after an address
@@ -133,10 +136,10 @@ def run(path: Path, timeout: float = 600, keep: bool = False) -> tuple[str, list
     blocks = parse(text)
     bindir = str(Path(sys.executable).parent)
     env = dict(os.environ, PATH=f"{bindir}:{os.environ.get('PATH', '')}", LC_ALL="C.UTF-8",
-               COLUMNS="100", PYVS_REPO=str(Path(__file__).resolve().parent.parent))
+               COLUMNS="100")
     script = ["exec 2>&1"]
     for n, b in enumerate(blocks):
-        code = LAB_LINE.sub(f"L={lab}", b.code)
+        code = REPO_LINE.sub(f"REPO={REPO}", LAB_LINE.sub(f"L={lab}", b.code))
         script += [f"echo '{MARK} {n}'", code]
     script.append(f"echo '{MARK} end'")
     with tempfile.TemporaryDirectory(prefix="pyvs-walk-") as work:

@@ -25,7 +25,7 @@ DOCS = sorted(p for p in LAB_DIR.glob("*.md") if walkthrough.parse(p.read_text()
 def test_every_walkthrough_is_collected():
     names = {p.name for p in DOCS}
     assert {"by-hand.md", "nat.md", "dr.md", "tun.md", "persistence-fwmark.md",
-            "schedulers.md", "exercises.md"} <= names
+            "schedulers.md", "exercises.md", "class-plan.md"} <= names
 
 
 @pytest.mark.lab
@@ -45,3 +45,23 @@ def test_matching_rules():
     assert m(["ladder of ... written"], ["ladder of 12 packets written"])
     assert n("TCP 01:59 x 198.18.0.10:40312 pw-abc123-rs1 02:00:00:00:00:01",
              "pw-abc123", "pyvs-nat") == ["TCP TIME x 198.18.0.10:PORT pyvs-nat-rs1 MAC"]
+
+
+def test_diagrams_are_drawn_from_the_lab_json(tmp_path):
+    import json
+
+    from pyvs.engine.lab import LABS
+
+    spec = importlib.util.spec_from_file_location("diagrams", LAB_DIR / "diagrams.py")
+    diagrams = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diagrams)
+    files = []
+    for mode, cls in LABS.items():
+        path = tmp_path / f"{mode}.json"
+        path.write_text(json.dumps(cls(name=f"pyvs-{mode}", real_servers=2).describe()))
+        files.append(str(path))
+    assert diagrams.main([*files, "--out", str(tmp_path)]) == 0
+    nat, dr, tun = ((tmp_path / f"{m}.svg").read_text() for m in ("nat", "dr", "tun"))
+    assert "dst rewritten" in nat and "198.18.2.11" in nat
+    assert "straight back" in dr and "dst MAC = rs1" in dr
+    assert "198.18.3.11" in tun and "router" in tun and "straight back" in tun
