@@ -35,7 +35,7 @@ def test_walkthrough_runs_as_written(lab_env, doc):
     bad = [r for r in results if not r.ok]
     report = "\n".join(f"{doc.name}:{r.block.line}: got\n{r.output}" for r in bad)
     assert not bad, report
-    assert all(r.block.expected is not None for r in results[:1])
+    assert any(r.block.expected is not None for r in results)  # it shows output to check
 
 
 def test_matching_rules():
