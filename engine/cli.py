@@ -1,4 +1,4 @@
-"""The `pyvs` command: run | reload | sysctl | status | lab | realserver | demo | sim."""
+"""The `pyvs` command: run | reload | sysctl | status | lab | realserver | demo | sim | trace."""
 
 from __future__ import annotations
 
@@ -190,6 +190,13 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    """This namespace's director's decisions, packet by packet (engine/trace/client.py)."""
+    from pyvs.engine.trace.client import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyvs", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -270,6 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "(no root, no network): metrics, JSON, CSV, plots")
     sim_arguments(sim)
     sim.set_defaults(func=cmd_sim)
+
+    from pyvs.engine.trace.client import add_arguments as trace_arguments
+
+    trace = sub.add_parser("trace", help="watch the running director decide, packet by "
+                           "packet: lookup, scheduling, state, rewrite (pcap, ladder)")
+    trace_arguments(trace)
+    trace.set_defaults(func=cmd_trace)
     return parser
 
 

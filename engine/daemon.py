@@ -22,6 +22,7 @@ from pyvs.engine.io.raw import RawSender
 from pyvs.engine.plumbing import QUEUE_NUM
 from pyvs.engine.sync.daemon import SyncDaemons
 from pyvs.engine.sysctl import SysctlError
+from pyvs.engine.trace.hook import TraceHub
 
 log = logging.getLogger("pyvs")
 
@@ -58,6 +59,7 @@ class Daemon:
         self.health = None  # engine/health/supervisor.py, with --keepalived / --config
         self.sync = SyncDaemons(self.director)  # --start-daemon master|backup
         self.selector: selectors.BaseSelector | None = None
+        self.traces = TraceHub(self.director)  # `pyvs trace` clients (engine/trace)
 
     # -- control ------------------------------------------------------------------------------
     def handle_request(self, request: dict) -> dict:
@@ -140,6 +142,11 @@ class Daemon:
                 if refused is not None:
                     reply = {"rc": 1, "out": "", "err": refused + "\n"}
                 else:
+                    if request.get("op") == "trace":  # a stream: the hub keeps a handle
+                        self.traces.subscribe(conn.dup(), request, refuse=(
+                            "not available with --workers (each worker has its own "
+                            "director)" if self.fanout_group is not None else None))
+                        return
                     try:
                         reply = self.handle_request(request)
                     except Exception as err:  # always answer; the director keeps running
@@ -224,6 +231,7 @@ class Daemon:
                 if time.monotonic() >= next_tick:
                     self.director.tick()
                     sender.flush(self.director)  # what the tick queued (DR neighbours)
+                    self.traces.tick()
                     for port in self.ports:
                         port.tick()
                     if self.health is not None:
@@ -238,6 +246,7 @@ class Daemon:
             self.sync.close()
             self.selector = None
             sel.close()
+            self.traces.close()
             self.close_ports()
             sender.close()
             listener.close()

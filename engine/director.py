@@ -134,6 +134,7 @@ class Director:
         # the table's bound and the flood defenses (engine/defense.py)
         self.defense = Defense(self.sysctl, self.conntable, self.clock, self.drops,
                                random.Random(seed))
+        self.tracer = None  # `pyvs trace` attached (engine/trace/hook.py); None: nobody traces
         self.services.unlink_hooks.append(self._expire_nodest_conns)
 
     # -- the control surface used by pyvsadm --------------------------------------------------
@@ -171,6 +172,25 @@ class Director:
         self.ctx.routes.poll()  # the kernel's route and neighbour changes
         for fwd in {id(f): f for f in self.forwarders.values()}.values():
             fwd.tick(self.ctx)  # e.g. DR: packets waiting for a neighbour (l2_outbox)
+
+    # -- tracing (`pyvs trace`, engine/trace/) ----------------------------------------------
+    def attach_tracer(self, tracer) -> None:
+        """Send every packet through ``tracer.handle(untraced_handle, info, buf, mark, now)``
+        until ``detach_tracer``.  The hook is an instance attribute that shadows ``handle``
+        only while someone traces, so the untraced path pays nothing per packet; the batch
+        fast path looks at ``self.tracer`` once per batch (bench/trace_bench.py)."""
+        untraced = type(self).handle.__get__(self)
+        self.tracer = tracer
+
+        def traced_handle(info: PacketInfo, buf: bytearray | None = None, mark: int = 0,
+                          now: float | None = None) -> int:
+            return tracer.handle(untraced, info, buf, mark, now)
+
+        self.handle = traced_handle
+
+    def detach_tracer(self) -> None:
+        self.tracer = None
+        self.__dict__.pop("handle", None)
 
     # -- the packet path ------------------------------------------------------------------------
     def process(self, batch: list[bytearray], marks: list[int] | None = None,

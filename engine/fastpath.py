@@ -107,6 +107,8 @@ class FastPath:
                 & ((is_tcp & (avail >= 20) & (doff >= 20) & (doff <= avail)
                     & ((tflags & 0x17) == 0x10))
                    | (is_udp & (avail >= 8) & (ulen >= 8) & (ulen <= avail))))
+        if d.tracer is not None:  # `pyvs trace`: traced frames take Director.handle, seen
+            elig &= ~d.tracer.batch_mask(saddr, sport, daddr, dport)
 
         # packed keys (engine/conntable.pack_key / rs_key / client_part), IPv4 only
         hi = (proto << 32) | saddr  # key >> 64
