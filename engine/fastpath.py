@@ -169,6 +169,9 @@ class FastPath:
                         slow += 1
                         clean = False
                         continue
+                    if observe is not None:  # a reply may assure the template a later
+                        # request's sync record carries: its state now, in packet order
+                        PROTOCOLS[p].keep_state_many((conn,), OUTPUT, timeouts)
                     out_i.append(i)
                     out_c.append(conn)
                     out_d.append(dest)

@@ -315,6 +315,19 @@ def test_fast_and_slow_paths_agree(batches, secure, sync):
             assert sent[0] == sent[1]
 
 
+def test_a_fast_reply_assures_the_template_before_the_next_sync_record():
+    """A UDP reply marks its persistence template ASSURED (ip_vs_control_assure_ct); a
+    request later in the same batch is synced with its template, so the record must
+    already carry the ASSURED state, as the per-packet path (packet order) sends it.
+    (Found by the property test above.)"""
+    ex = {"batches": [([("req", 2, 1, 40002, 0, 2, b"\xd6\xc73q\x81L\x0f", 0, 0)], 0, []),
+                      ([("rep", 2, 1, 40002, 2, 2, b"\xedi#\x9e\xfb-\xc4\x90\x13R\x1fZ\x86\x80",
+                        0, 0),
+                        ("req", 2, 1, 40002, 0, 2, b"\xd6\xc73q\x81L\x0f", 0, 0)], 0, [])],
+          "secure": False, "sync": "2 0"}
+    test_fast_and_slow_paths_agree.hypothesis.inner_test(**ex)
+
+
 # the same, deterministically: established flows on every service, then each change -----
 def syn(s: int, c: int, cport: int) -> tuple:
     return ("req", s, c, cport, 0, 0x02, b"", 1, 0)
