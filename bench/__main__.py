@@ -351,6 +351,12 @@ table netdev genceil {{
                 d.stop()
             # let the director's stack forget the pyvs rules before the next case
             time.sleep(0.2)
+        if self.args.case and any("storm" in c.lower() for c in self.args.case):
+            from pyvs.bench import health_storm  # a health-check storm: bench/health_storm.py
+
+            log("pyvs NAT (nfqueue) with and without a health-check storm")
+            self.results["health_storm"] = health_storm.measure(
+                self, lab, lambda d: configure_pyvs(d, lab, "m"), log)
 
     def ratios(self) -> None:
         base = self.kernel_fwd
@@ -533,6 +539,16 @@ def markdown(res: dict) -> str:
             for name, v in by.items():
                 lines.append(f"| {name} | " + " | ".join(_fmt(v.get(n)) for n in sizes) + " |")
             lines.append("")
+    storm = res.get("health_storm")
+    if storm:
+        q, w, p = storm["quiet"], storm["storm"], storm["storm_checker_on_generator_cpu"]
+        lines += [f"Health-check storm ({storm['checkers']} real servers checked every "
+                  f"{storm['delay_loop_s']} s; {storm['case']}): median loss-free "
+                  f"{_fmt(q['median'])} pps quiet, {_fmt(w['median'])} with the storm "
+                  f"(median change per repeat {w['median_change_pct']:+.1f} %, checker "
+                  f"{w['checker_cpu_share_of_one_core']:.1%} of a core), {_fmt(p['median'])} "
+                  f"with the checker on the generator's CPU ({p['median_change_pct']:+.1f} %).",
+                  ""]
     for n in res.get("notes", []):
         lines.append(f"- {n}")
     return "\n".join(lines).rstrip() + "\n"
@@ -593,7 +609,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-sched", action="store_true")
     ap.add_argument("--case", action="append", metavar="TEXT",
                     help="only the pyvs cases whose name contains TEXT (repeatable); the "
-                         "kernel cases always run, for the ratios")
+                         "kernel cases always run, for the ratios; 'storm' adds the "
+                         "health-check storm (bench/health_storm.py)")
     args = ap.parse_args(argv)
     if os.geteuid() != 0 and not args.no_traffic:
         sys.exit("python -m bench: needs root (network namespaces); --no-traffic runs "

@@ -17,6 +17,12 @@
  *                [--interval-us U] [--timeout-ms T]
  *       One probe at a time: send (seq, timestamp), wait for the echo, record the RTT.
  *       Prints one JSON line: sent, received, lost, p50_us p90_us p99_us max_us mean_us.
+ *   gen synflood --dst A --dport P --src A --ifname IF --dmac MAC [--span N]
+ *                [--count C] [--duration S] [--rate PPS] [--batch K]
+ *       TCP SYNs with spoofed sources, as a SYN flood is: every packet comes from a new
+ *       (address, port) pair, addresses --src .. --src + N-1 (N = --span, default
+ *       65536), ports 1024.. rotating, so each one is a new connection to the target.
+ *       AF_PACKET frames like flood's raw mode.  Prints one JSON line like flood.
  *   gen echo     --port P [--duration S]
  *       Echo every datagram back to its sender, until SIGTERM or --duration.
  *
@@ -64,7 +70,7 @@ static void die(const char *what) {
 
 struct opts {
     const char *mode, *dst, *src, *ifname, *dmac;
-    int dport, sport_base, ports, batch, size, cpu, interval_us, timeout_ms, port;
+    int dport, sport_base, ports, batch, size, cpu, interval_us, timeout_ms, port, span;
     long long count;
     double duration, rate;
 };
@@ -73,6 +79,7 @@ static void parse(int argc, char **argv, struct opts *o) {
     memset(o, 0, sizeof *o);
     o->sport_base = 20000; o->ports = 1024; o->batch = 32; o->size = 64; o->cpu = -1;
     o->count = 10000000; o->duration = 10.0; o->interval_us = 100; o->timeout_ms = 200;
+    o->span = 65536;
     if (argc < 2) { fprintf(stderr, "usage: gen flood|pingpong|echo [options]\n"); exit(2); }
     o->mode = argv[1];
     for (int i = 2; i < argc; i++) {
@@ -95,6 +102,7 @@ static void parse(int argc, char **argv, struct opts *o) {
         else if (!strcmp(k, "--rate")) o->rate = atof(v);
         else if (!strcmp(k, "--interval-us")) o->interval_us = atoi(v);
         else if (!strcmp(k, "--timeout-ms")) o->timeout_ms = atoi(v);
+        else if (!strcmp(k, "--span")) o->span = atoi(v);
         else { fprintf(stderr, "gen: unknown option %s\n", k); exit(2); }
     }
     if (o->ports < 1 || o->ports > MAX_PORTS) { fprintf(stderr, "gen: bad --ports\n"); exit(2); }
@@ -102,6 +110,7 @@ static void parse(int argc, char **argv, struct opts *o) {
     if (o->size < 16 || o->size > MAX_SIZE) { fprintf(stderr, "gen: bad --size\n"); exit(2); }
     if (o->duration <= 0 || o->duration > 3600) { fprintf(stderr, "gen: --duration 0..3600\n"); exit(2); }
     if (o->count < 1) { fprintf(stderr, "gen: bad --count\n"); exit(2); }
+    if (o->span < 1 || o->span > (1 << 20)) { fprintf(stderr, "gen: bad --span\n"); exit(2); }
 }
 
 static void sockaddr_of(struct sockaddr_in *sa, const char *addr, int port) {
@@ -292,6 +301,95 @@ static int flood(struct opts *o) {
     return 0;
 }
 
+/* TCP checksum over the IPv4 pseudo-header and a 20-byte header without payload. */
+static uint16_t tcp_csum(const struct iphdr *ip, const unsigned char *tcp) {
+    uint32_t sum = 0;
+    const uint16_t *w = (const uint16_t *)&ip->saddr;
+    for (int i = 0; i < 4; i++) sum += w[i]; /* saddr, daddr */
+    sum += htons(IPPROTO_TCP) + htons(20);
+    w = (const uint16_t *)tcp;
+    for (int i = 0; i < 10; i++) sum += w[i];
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    return (uint16_t)~sum;
+}
+
+static int synflood(struct opts *o) {
+    if (!o->dst || !o->dport || !o->src || !o->ifname || !o->dmac) {
+        fprintf(stderr, "gen synflood: --dst --dport --src --ifname --dmac needed\n");
+        return 2;
+    }
+    o->ports = o->batch;
+    o->size = 16; /* raw_setup builds UDP frames; they are rewritten as SYNs below */
+    int flen = 0;
+    char *frames = NULL;
+    int fd = raw_setup(o, &frames, &flen);
+    flen = 14 + 20 + 20;
+    for (int i = 0; i < o->batch; i++) /* repack at the SYN frame length */
+        memmove(frames + (size_t)i * flen, frames + (size_t)i * (14 + 20 + 8 + 16), 34);
+    struct sockaddr_in s;
+    sockaddr_of(&s, o->src, 0);
+    uint32_t base = ntohl(s.sin_addr.s_addr);
+    struct mmsghdr msgs[MAX_BATCH];
+    struct iovec iov[MAX_BATCH];
+    memset(msgs, 0, sizeof msgs);
+    for (int i = 0; i < o->batch; i++) {
+        unsigned char *f = (unsigned char *)frames + (size_t)i * flen;
+        struct iphdr *ip = (struct iphdr *)(f + 14);
+        ip->protocol = IPPROTO_TCP;
+        ip->tot_len = htons(40);
+        unsigned char *t = f + 34;
+        memset(t, 0, 20);
+        t[2] = (unsigned char)(o->dport >> 8); t[3] = (unsigned char)o->dport;
+        t[12] = 5 << 4; t[13] = 0x02; /* SYN */
+        t[14] = 0xfa; t[15] = 0xf0; /* window 64240 */
+        iov[i].iov_base = f;
+        iov[i].iov_len = (size_t)flen;
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    long long sent = 0, errors = 0, k = 0;
+    double start = now_s(), deadline = start + o->duration;
+    while (sent < o->count && !stop_flag) {
+        if (o->rate > 0) {
+            double due = start + sent / o->rate;
+            if (due > deadline) break;
+            sleep_until(due);
+        }
+        if (now_s() >= deadline) break;
+        int want = o->batch;
+        if (o->count - sent < want) want = (int)(o->count - sent);
+        for (int i = 0; i < want; i++, k++) {
+            unsigned char *f = (unsigned char *)frames + (size_t)i * flen;
+            struct iphdr *ip = (struct iphdr *)(f + 14);
+            unsigned char *t = f + 34;
+            uint32_t src = base + (uint32_t)(k % o->span);
+            uint16_t sport = (uint16_t)(1024 + (k / o->span) % 64000);
+            ip->saddr = htonl(src);
+            ip->id = htons((uint16_t)k);
+            ip->check = 0;
+            ip->check = ip_csum(ip, 20);
+            t[0] = (unsigned char)(sport >> 8); t[1] = (unsigned char)sport;
+            uint32_t seq = (uint32_t)(k * 2654435761u);
+            memcpy(t + 4, &seq, 4);
+            t[16] = t[17] = 0;
+            uint16_t c = tcp_csum(ip, t);
+            memcpy(t + 16, &c, 2);
+        }
+        int n = sendmmsg(fd, msgs, (unsigned)want, 0);
+        if (n < 0) {
+            errors++;
+            if (errno != ENOBUFS && errno != EAGAIN && errno != EINTR) die("sendmmsg");
+        } else {
+            sent += n;
+        }
+    }
+    double elapsed = now_s() - start;
+    printf("{\"mode\": \"synflood\", \"sent\": %lld, \"errors\": %lld, \"elapsed\": %.6f, "
+           "\"pps\": %.1f, \"batch\": %d, \"span\": %d}\n",
+           sent, errors, elapsed, elapsed > 0 ? sent / elapsed : 0.0, o->batch, o->span);
+    return 0;
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -378,6 +476,7 @@ int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (!strcmp(o.mode, "flood")) return flood(&o);
     if (!strcmp(o.mode, "pingpong")) return pingpong(&o);
+    if (!strcmp(o.mode, "synflood")) return synflood(&o);
     if (!strcmp(o.mode, "echo")) {
         if (o.duration == 10.0) o.duration = 3600;
         return echo(&o);

@@ -12,9 +12,12 @@ from typing import Any
 
 from pyvs.engine.model import (
     CONN_F_INACTIVE,
+    CONN_F_NOOUTPUT,
     CONN_F_ONE_PACKET,
+    CONN_F_SYNC,
     CONN_F_TEMPLATE,
     DEST_F_OVERLOAD,
+    FWD_MASK,
     IPPROTO_UDP,
     Destination,
 )
@@ -27,11 +30,18 @@ def intern_flags(flags: int) -> int:
 
 
 def bind_dest(conn: Any, dest: Destination) -> None:
-    """ip_vs_bind_dest(): inherit the dest's flags and count the entry."""
+    """ip_vs_bind_dest(): inherit the dest's flags and count the entry.  An entry made
+    by the sync daemon keeps the activity it was sent with and takes its forwarding
+    method (and NOOUTPUT) from the destination."""
     conn_flags = dest.conn_flags
     if conn.protocol != IPPROTO_UDP:
         conn_flags &= ~CONN_F_ONE_PACKET
-    conn.flags = intern_flags(conn.flags | conn_flags)
+    flags = conn.flags
+    if flags & CONN_F_SYNC:
+        if not flags & CONN_F_TEMPLATE:
+            conn_flags &= ~CONN_F_INACTIVE
+        flags &= ~(FWD_MASK | CONN_F_NOOUTPUT)
+    conn.flags = intern_flags(flags | conn_flags)
     conn.dest = dest
     dest.refcnt += 1
     if conn.flags & CONN_F_TEMPLATE:

@@ -1,4 +1,4 @@
-"""The `pyvs` command: run | sysctl | lab | realserver | demo | sim."""
+"""The `pyvs` command: run | reload | sysctl | status | lab | realserver | demo | sim."""
 
 from __future__ import annotations
 
@@ -44,10 +44,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="pyvs[%(process)d] %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    health = _load_health(args)
+    if health is False:
+        return 1
     if args.workers > 1:
+        if health is not None:
+            sys.stderr.write("pyvs run: --keepalived/--config run with one worker\n")
+            return 2
         if args.seed is not None:
             sys.stderr.write("pyvs run: --seed needs one worker (each worker process would "
                              "draw its own sequence)\n")
+            return 2
+        if args.conn_limit is not None:
+            sys.stderr.write("pyvs run: --conn-limit works with one worker (each worker has "
+                             "its own table)\n")
             return 2
         try:
             from pyvs.engine.workers import run_workers
@@ -56,6 +66,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 2
         return run_workers(args)
     daemon = Daemon(io=args.io, interfaces=args.interfaces, seed=args.seed)
+    daemon.health = health
+    if args.conn_limit is not None:
+        daemon.director.defense.limit = args.conn_limit
     if args.rules:
         from pyvs.engine.config import RulesError, load_rules
 
@@ -81,6 +94,36 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
 
 
+def _load_health(args: argparse.Namespace):
+    """The health-checking configuration of --keepalived / --config (engine/health/):
+    None without one, False (after one line on stderr) when it is refused."""
+    path, kind = (args.keepalived, "keepalived") if args.keepalived else (args.config, "toml")
+    if not path:
+        return None
+    from pyvs.engine.health.model import ConfigError
+    from pyvs.engine.health.supervisor import HealthSupervisor, load
+
+    try:
+        return HealthSupervisor(path, kind, load(path, kind))
+    except ConfigError as err:
+        sys.stderr.write(f"pyvs run: {err}\n")
+        return False
+
+
+def cmd_reload(args: argparse.Namespace) -> int:  # noqa: ARG001
+    """Re-read the --keepalived/--config file; a broken one changes nothing."""
+    from pyvs.engine.control import client_request
+
+    try:
+        reply = client_request({"op": "reload"})
+    except (FileNotFoundError, ConnectionRefusedError):
+        sys.stderr.write("pyvs reload: no pyvs director runs in this network namespace\n")
+        return 1
+    sys.stdout.write(reply.get("out", ""))
+    sys.stderr.write(reply.get("err", ""))
+    return int(reply.get("rc", 1))
+
+
 def cmd_sysctl(args: argparse.Namespace) -> int:
     from pyvs.engine.control import client_request
 
@@ -103,8 +146,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ConnectionRefusedError):
         sys.stderr.write("pyvs status: no pyvs director runs in this network namespace\n")
         return 1
-    print(json.dumps({k: reply[k] for k in ("connections", "drops", "io", "ports", "workers")
-                      if k in reply}, indent=2))
+    print(json.dumps({k: reply[k] for k in ("connections", "drops", "io", "ports", "workers",
+                                            "health", "sync", "defense")
+                      if reply.get(k) is not None}, indent=2))
     return 0
 
 
@@ -161,12 +205,26 @@ def build_parser() -> argparse.ArgumentParser:
                      help="worker processes (ring mode, PACKET_FANOUT hash); default 1")
     run.add_argument("--interface", dest="interfaces", action="append", metavar="IF",
                      help="ring/xdp interfaces (default: every interface with an address)")
+    run.add_argument("--conn-limit", type=_in_range(0), metavar="N",
+                     help="most connection entries the table holds (templates included); "
+                          "new connections beyond it are dropped and counted, none is "
+                          "evicted; 0 = no bound (default 1048576, about 240 MiB)")
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"])
     run.add_argument("--seed", type=int, default=None,
                      help="seed the schedulers' random choices (twos, plugins), so a run "
                           "can be reproduced, e.g. by `pyvs sim --seed`")
+    conf = run.add_mutually_exclusive_group()
+    conf.add_argument("--keepalived", metavar="FILE",
+                      help="health checking and services from a keepalived.conf (its LVS "
+                           "part; README: Health checks)")
+    conf.add_argument("--config", metavar="FILE",
+                      help="the same from pyvs's native TOML configuration")
     run.set_defaults(func=cmd_run)
+
+    reload = sub.add_parser("reload", help="re-read the --keepalived/--config file (as "
+                            "SIGHUP); a broken file changes nothing")
+    reload.set_defaults(func=cmd_reload)
 
     sysctl = sub.add_parser("sysctl", help="read or set net.ipv4.vs.* of the running director")
     sysctl.add_argument("settings", nargs="*", metavar="NAME[=VALUE]")

@@ -102,7 +102,7 @@ class Conn:
     """struct ip_vs_conn (a regular entry; templates are TemplateConn)."""
 
     __slots__ = ("ikey", "daddr", "dport", "fwmark", "flags", "state", "timeout", "expires",
-                 "dest", "control", "in_pkts")
+                 "dest", "control", "in_pkts", "sync")
 
     n_control = 0  # only templates control other entries
 
@@ -119,6 +119,7 @@ class Conn:
         self.dest: Destination | None = None
         self.control: TemplateConn | None = None
         self.in_pkts = 0
+        self.sync: tuple | None = None  # the sync master's (old_state, endtime, retries)
 
     # -- the client/virtual side, decoded from the in key ------------------------------
     @property
@@ -237,18 +238,60 @@ class ConnTable:
             if old is not None:
                 self.loose[old] = None
             if conn.flags & FWD_MASK == FWD_MASQ:
-                rk = rs_key(protocol, daddr, dport)
-                vips = self.rs_vips.get(rk)
-                vp = vip_part(vaddr, vport)
-                if vips is None:
-                    vips = self.rs_vips[rk] = {}
-                elif (len(vips) > 1 or vp not in vips) and self.out_get(
-                        protocol, daddr, dport, caddr, cport) is not None:
-                    # another VIP's entry answers to the same reply tuple: newest wins
-                    self.out_override[pack_key(protocol, daddr, dport, caddr, cport)] = conn
-                vips[vp] = vips.get(vp, 0) + 1
+                self._index_out(conn, protocol, caddr, cport, vaddr, vport, daddr, dport)
             self.by_in[key] = conn
         return conn
+
+    def _index_out(self, conn: Conn, protocol: int, caddr: bytes, cport: int, vaddr: bytes,
+                   vport: int, daddr: bytes, dport: int) -> None:
+        """Make a masquerading entry findable by its replies (out_get)."""
+        rk = rs_key(protocol, daddr, dport)
+        vips = self.rs_vips.get(rk)
+        vp = vip_part(vaddr, vport)
+        if vips is None:
+            vips = self.rs_vips[rk] = {}
+        elif (len(vips) > 1 or vp not in vips) and self.out_get(
+                protocol, daddr, dport, caddr, cport) is not None:
+            # another VIP's entry answers to the same reply tuple: newest wins
+            self.out_override[pack_key(protocol, daddr, dport, caddr, cport)] = conn
+        vips[vp] = vips.get(vp, 0) + 1
+
+    # -- entries made by the sync daemon (ip_vs_sync.c ip_vs_proc_conn) ----------------------
+    def insert(self, af: int, protocol: int, caddr: bytes, cport: int, vaddr: bytes,
+               vport: int, daddr: bytes, dport: int, flags: int, dest: Destination | None,
+               fwmark: int, state: int, timeout: int, in_pkts: int, now: float) -> Conn:
+        """An entry with a given state and timeout (a backup's copy of the master's):
+        ip_vs_conn_new() with the record's flags, then its state, timeout and packet
+        count, and the timer armed (ip_vs_conn_put).  Binding counts it as active or
+        inactive by its INACTIVE flag (engine/accounting.py bind_dest, SYNC entries)."""
+        conn = self.new(af, protocol, caddr, cport, vaddr, vport, daddr, dport, flags, dest,
+                        fwmark)
+        self.refresh(conn, state, timeout, in_pkts, now)
+        return conn
+
+    def refresh(self, conn: Conn, state: int, timeout: int, in_pkts: int,
+                now: float) -> None:
+        """Set an entry's state, timeout and packet count as a sync record says (no state
+        machine: the record carries the master's result) and re-arm its timer."""
+        conn.state = state
+        conn.timeout = timeout
+        conn.in_pkts = in_pkts
+        conn.sync = (state, conn.sync[1] if conn.sync else now, 0)  # old_state = state
+        self.put(conn, now)
+
+    def bind(self, conn: Conn, dest: Destination) -> None:
+        """ip_vs_try_bind_dest(): bind an entry made while its destination was unknown.
+        A synced entry takes its destination's forwarding method, so the reply index is
+        brought up to date."""
+        if conn.dest is not None:
+            return
+        hashed = conn.flags & CONN_F_HASHED and not conn.flags & CONN_F_TEMPLATE
+        if hashed and not conn.flags & (CONN_F_ONE_PACKET | FWD_MASK):
+            self._unindex_out(conn)
+        bind_dest(conn, dest)
+        if hashed and not conn.flags & (CONN_F_ONE_PACKET | FWD_MASK):
+            self._index_out(conn, conn.protocol, conn.caddr, conn.cport, conn.vaddr,
+                            conn.vport, conn.daddr, conn.dport)
 
     # -- lookups ----------------------------------------------------------------------------
     def in_get(self, protocol: int, saddr: bytes, sport: int, daddr: bytes,

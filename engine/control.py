@@ -3,7 +3,11 @@
 An abstract Unix socket is private to its network namespace, so `pyvsadm` in a
 namespace talks to the `pyvs run` of that namespace and no other, the way
 ipvsadm talks to its namespace's kernel.  Only root (SO_PEERCRED uid 0) may use
-it.  One JSON request per connection, one JSON reply:
+it, and only from inside the namespace: a process of another namespace that holds
+a socket made in this one (a file descriptor passed across, or a socket created
+after a setns) is refused too -- the peer's own network namespace (/proc/PID/ns/net
+of the SO_PEERCRED pid) must be the director's (``refusal``).  One JSON request per
+connection, one JSON reply:
   {"op": "ipvsadm", "argv": [...], "stdin": "..."} -> {"rc", "out", "err"}
   {"op": "sysctl", "args": ["name" | "name=value", ...]} -> {"rc", "out", "err"}
 """
@@ -11,6 +15,7 @@ it.  One JSON request per connection, one JSON reply:
 from __future__ import annotations
 
 import json
+import os
 import socket
 import struct
 
@@ -45,10 +50,31 @@ def listen() -> socket.socket:
     return sock
 
 
-def peer_uid(conn: socket.socket) -> int:
+def peer_creds(conn: socket.socket) -> tuple[int, int]:
+    """(pid, uid) of the process that connected (SO_PEERCRED)."""
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _, uid, _ = struct.unpack("3i", creds)
-    return uid
+    pid, uid, _ = struct.unpack("3i", creds)
+    return pid, uid
+
+
+def _netns_id(pid: int | str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(f"/proc/{pid}/ns/net")
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def refusal(conn: socket.socket) -> str | None:
+    """Why this peer may not use the director (None: it may)."""
+    pid, uid = peer_creds(conn)
+    if uid != 0:
+        return "Permission denied (you must be root)"
+    mine = _netns_id("self")
+    if mine is None or _netns_id(pid) != mine:
+        return ("Permission denied (only processes in this network namespace may "
+                "control its director)")
+    return None
 
 
 def read_request(conn: socket.socket, timeout: float = 2.0) -> dict:

@@ -20,6 +20,7 @@ from pyvs.engine.director import Director
 from pyvs.engine.io.port import Port, PortContext, clear_stale, open_ports
 from pyvs.engine.io.raw import RawSender
 from pyvs.engine.plumbing import QUEUE_NUM
+from pyvs.engine.sync.daemon import SyncDaemons
 from pyvs.engine.sysctl import SysctlError
 
 log = logging.getLogger("pyvs")
@@ -54,6 +55,9 @@ class Daemon:
         self.interfaces = interfaces
         self.ports: list[Port] = []
         self.fanout_group: int | None = None  # set by engine/workers.py
+        self.health = None  # engine/health/supervisor.py, with --keepalived / --config
+        self.sync = SyncDaemons(self.director)  # --start-daemon master|backup
+        self.selector: selectors.BaseSelector | None = None
 
     # -- control ------------------------------------------------------------------------------
     def handle_request(self, request: dict) -> dict:
@@ -61,17 +65,27 @@ class Daemon:
         if op == "ipvsadm":
             from pyvs.engine import ipvsadm
 
+            # one sync daemon per director: not with --workers (each has its own table)
+            sync = self.sync if self.fanout_group is None else None
             rc, out, err = ipvsadm.run(list(request.get("argv", [])),
-                                       request.get("stdin", ""), self.director)
+                                       request.get("stdin", ""), self.director, sync)
             self._sync_ports()
+            self._watch_sync_sockets()
             return {"rc": rc, "out": out, "err": err}
         if op == "sysctl":
             return self._sysctl(list(request.get("args", [])))
+        if op in ("health", "reload"):  # the checker process; `pyvs reload`
+            if self.health is None:
+                return {"rc": 1, "out": "", "err": "pyvs: this director runs without a "
+                        "configuration file (pyvs run --keepalived FILE | --config FILE)\n"}
+            return self.health.handle(request)
         if op == "status":
             d = self.director
             return {"rc": 0, "out": "", "err": "", "connections": len(d.conntable),
                     "drops": dict(d.drops), "io": self.io,
-                    "ports": {p.name: p.status() for p in self.ports}}
+                    "ports": {p.name: p.status() for p in self.ports},
+                    "sync": self.sync.status(), "defense": d.defense.status(),
+                    "health": self.health.status() if self.health else None}
         return {"rc": 2, "out": "", "err": f"unknown request {op!r}\n"}
 
     def _sysctl(self, args: list[str]) -> dict:
@@ -99,6 +113,21 @@ class Daemon:
                 port.update(current)
             self._generation = services.generation
 
+    def _watch_sync_sockets(self) -> None:
+        """The selector follows the sync daemons started and stopped by pyvsadm."""
+        sel = self.selector
+        if sel is None:
+            return
+        wanted = set(self.sync.readers())
+        for key in list(sel.get_map().values()):
+            if key.data is self.sync and key.fileobj not in wanted:
+                sel.unregister(key.fileobj)
+        for sock in wanted:
+            try:
+                sel.get_key(sock)
+            except KeyError:
+                sel.register(sock, selectors.EVENT_READ, self.sync)
+
     def _serve_control(self, listener: socket.socket) -> None:
         try:
             conn, _ = listener.accept()
@@ -106,10 +135,11 @@ class Daemon:
             return
         with conn:
             try:
-                if control.peer_uid(conn) != 0:
-                    reply = {"rc": 1, "out": "", "err": "Permission denied (you must be root)\n"}
+                refused = control.refusal(conn)
+                request = control.read_request(conn)  # read even if refused: no reset
+                if refused is not None:
+                    reply = {"rc": 1, "out": "", "err": refused + "\n"}
                 else:
-                    request = control.read_request(conn)
                     try:
                         reply = self.handle_request(request)
                     except Exception as err:  # always answer; the director keeps running
@@ -146,18 +176,26 @@ class Daemon:
         sender = RawSender()
         try:
             self.open_ports(sender)
+            self._sync_ports()
+            if self.health is not None:  # the initial table, then the checker process
+                self.health.start(lambda argv: self.handle_request(
+                    {"op": "ipvsadm", "argv": argv}), self.director)
         except BaseException:
+            self.close_ports()
             sender.close()
             listener.close()
             raise
-        self._sync_ports()
         self.running = True
 
         def stop(signum, frame):  # noqa: ARG001
             self.running = False
 
         old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
-        sel = selectors.DefaultSelector()
+        if self.health is not None:
+            old[signal.SIGHUP] = signal.signal(
+                signal.SIGHUP, lambda signum, frame: setattr(self.health, "reload_requested",
+                                                             True))
+        sel = self.selector = selectors.DefaultSelector()
         sel.register(listener, selectors.EVENT_READ, None)
         for port in self.ports:
             for reader in port.readers():
@@ -167,7 +205,11 @@ class Daemon:
         next_tick = time.monotonic()
         try:
             while self.running:
-                timeout = max(0.0, next_tick - time.monotonic())
+                wake = next_tick
+                sync_wake = self.sync.next_wakeup()  # on the director's clock
+                if sync_wake is not None:
+                    wake = min(wake, time.monotonic() + sync_wake - self.director.now())
+                timeout = max(0.0, wake - time.monotonic())
                 for key, _ in sel.select(timeout):
                     port = key.data
                     try:
@@ -178,16 +220,23 @@ class Daemon:
                     except Exception:  # the engine keeps serving whatever one batch did
                         log.exception("error while serving %s", port.name if port else "control")
                         self.director.drops["engine-error"] += 1
+                self.sync.poll(self.director.now())  # the master's due messages
                 if time.monotonic() >= next_tick:
                     self.director.tick()
                     sender.flush(self.director)  # what the tick queued (DR neighbours)
                     for port in self.ports:
                         port.tick()
+                    if self.health is not None:
+                        self.health.tick()
                     keep_long_lived_out_of_gc()
                     next_tick = time.monotonic() + TICK
         finally:
             for s, handler in old.items():
                 signal.signal(s, handler)
+            if self.health is not None:
+                self.health.stop()
+            self.sync.close()
+            self.selector = None
             sel.close()
             self.close_ports()
             sender.close()

@@ -26,6 +26,7 @@ import socket
 from pyvs.engine.accounting import unbind_dest
 from pyvs.engine.clock import Clock, MonotonicClock
 from pyvs.engine.conntable import Conn, ConnTable
+from pyvs.engine.defense import Defense
 from pyvs.engine.model import (
     AF_INET,
     CONN_F_NOOUTPUT,
@@ -127,6 +128,12 @@ class Director:
         self.l2_outbox = self.ctx.l2_outbox  # (interface, Ethernet frame)
         self.forwarders = default_forwarders()
         self.last: Conn | None = None  # the connection the last handled packet was bound to
+        # called with the entry after each incoming packet it handled, where the kernel
+        # calls ip_vs_sync_conn (set by a sync master, engine/sync; None: no cost)
+        self.sync_observer = None
+        # the table's bound and the flood defenses (engine/defense.py)
+        self.defense = Defense(self.sysctl, self.conntable, self.clock, self.drops,
+                               random.Random(seed))
         self.services.unlink_hooks.append(self._expire_nodest_conns)
 
     # -- the control surface used by pyvsadm --------------------------------------------------
@@ -153,6 +160,7 @@ class Director:
         """Periodic work: expiry, trash, rate estimation, scheduler caches, neighbours."""
         now = self.clock.now()
         self.conntable.run_timers()
+        self.defense.tick(now)
         self.services.expire_trash(now)
         if self.estimator.due(now) and self.sysctl.run_estimation:
             self.estimator.sample(self.all_stats())
@@ -229,6 +237,10 @@ class Director:
                 return self._unmatched(buf, info)
             if not protocol.conn_schedule(info.tcp_flags, sysctl.sloppy_tcp):
                 return ACCEPT  # tcp_conn_schedule(): not a connection's first packet
+            refused = self.defense.refuse_new(2 if svc.persistent else 1)
+            if refused is not None:  # ip_vs_todrop(), or a full table
+                self.drops[refused] += 1
+                return DROP
             conn, outcome = self._schedule(svc, info, mark, now)
             if conn is None:
                 if outcome == SCHED_IGNORED:
@@ -242,6 +254,8 @@ class Director:
         verdict = (self.forwarders[conn.fwd].to_real(self.ctx, buf, info, conn)
                    if buf is not None else FORWARD)
         conn.in_pkts += 1
+        if self.sync_observer is not None:
+            self.sync_observer(conn)
         self.release(conn, now)
         return verdict
 
@@ -405,7 +419,7 @@ class Director:
     def _set_state(self, conn: Conn, direction: int, flags: int) -> None:
         """ip_vs_set_state(): the protocol's state transition."""
         PROTOCOLS[conn.protocol].state_transition(conn, direction, flags, self.timeouts,
-                                                  self.sysctl.secure_tcp == 3)
+                                                  self.sysctl.secure_tcp >= 2)
 
     def release(self, conn: Conn, now: float) -> None:
         """ip_vs_conn_put(): re-arm the timer; one-packet entries die here."""

@@ -121,10 +121,11 @@ class FastPath:
         out_get = table.out_get_packed
         in_get_many = table.in_get_many
         timeouts = d.timeouts
-        secure = d.sysctl.secure_tcp == 3
+        secure = d.sysctl.secure_tcp >= 2  # the defense tables (engine/defense.py)
         stays = _ACK_STAYS[secure]
         out_stays, in_stays = stays[OUTPUT], stays[INPUT]
         slow_packet = self.handle_slow
+        observe = d.sync_observer  # a sync master sees every incoming packet, fast or not
 
         el = elig.tolist()
         his, los, rks, rbs, rls = hi.tolist(), lo.tolist(), rk.tolist(), rbase.tolist(), \
@@ -187,6 +188,8 @@ class FastPath:
                 clean = False
                 continue
             conn.in_pkts += 1
+            if observe is not None:
+                observe(conn)
             in_i.append(i)
             in_c.append(conn)
             in_d.append(dest)

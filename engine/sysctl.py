@@ -10,6 +10,7 @@ on is refused with the reason (REFUSED), never accepted and ignored.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 PREFIX = "net.ipv4.vs."
@@ -58,8 +59,6 @@ SETTINGS: dict[str, Setting] = {
 
 NOT_YET = "not implemented yet"
 NOT_PYVS = "not implemented by pyvs"
-_NO_SYNC = f"{NOT_YET} (no connection sync daemon)"
-_NO_DEFENSE = f"{NOT_YET} (no memory-pressure defense)"
 
 
 @dataclass(frozen=True)
@@ -73,29 +72,16 @@ class Refusal:
 # Settings (or values) pyvs does not act on.  Every setting not listed here is read by
 # the engine where the kernel reads it; implementing one is deleting its line.
 REFUSED: dict[str, Refusal] = {
-    "am_droprate": Refusal(_NO_DEFENSE),
-    "amemthresh": Refusal(_NO_DEFENSE),
-    "backup_only": Refusal(_NO_SYNC),
+    "backup_only": Refusal(f"{NOT_YET} (a director running a backup sync daemon still "
+                           "forwards)"),
     "conntrack": Refusal(f"{NOT_PYVS} (its connections are not entered in netfilter's "
                          "conntrack table)"),
-    "drop_entry": Refusal(_NO_DEFENSE),
-    "drop_packet": Refusal(_NO_DEFENSE),
     "ignore_tunneled": Refusal(f"{NOT_PYVS} (it cannot tell a decapsulated packet from "
                                "another)"),
     "schedule_icmp": Refusal(f"{NOT_PYVS} (ICMP errors never create connections)"),
-    "secure_tcp": Refusal(f"{NOT_YET} for 1 and 2 (no memory-pressure defense; 3, the "
-                          "defense state table always on, is)", frozenset({1, 2})),
     "sloppy_sctp": Refusal(f"{NOT_PYVS} (no SCTP)"),
     "snat_reroute": Refusal(f"{NOT_PYVS} (NAT replies keep the route the director's stack "
                             "chose for them)"),
-    "sync_persist_mode": Refusal(_NO_SYNC),
-    "sync_ports": Refusal(_NO_SYNC),
-    "sync_qlen_max": Refusal(_NO_SYNC),
-    "sync_refresh_period": Refusal(_NO_SYNC),
-    "sync_retries": Refusal(_NO_SYNC),
-    "sync_sock_size": Refusal(_NO_SYNC),
-    "sync_threshold": Refusal(_NO_SYNC),
-    "sync_version": Refusal(_NO_SYNC),
 }
 assert set(REFUSED) <= set(SETTINGS)
 
@@ -126,6 +112,17 @@ class Sysctl:
         self._values: dict[str, int | tuple[int, int]] = {
             name: s.default for name, s in SETTINGS.items()
         }
+        self._watchers: list[Callable[[str], None]] = []
+
+    def watch(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(short_name)`` after every successful set() (the kernel's
+        proc handlers that act on a write, e.g. proc_do_defense_mode)."""
+        self._watchers.append(callback)
+
+    def store(self, name: str, value: int) -> None:
+        """Write a value from inside the engine, without the write handlers (as
+        update_defense_level flips drop_entry between 1 and 2)."""
+        self._values[self._key(name)] = value
 
     @staticmethod
     def _key(name: str) -> str:
@@ -169,6 +166,8 @@ class Sysctl:
         if why is not None:
             raise SysctlError(f"pyvs sysctl: {PREFIX}{key}: {why}")
         self._values[key] = new  # type: ignore[assignment]
+        for callback in self._watchers:
+            callback(key)
 
     def format(self, name: str) -> str:
         key = self._key(name)

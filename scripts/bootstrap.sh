@@ -13,7 +13,8 @@ fi
 
 need=()
 for tool in ip:iproute2 iptables:iptables nft:nftables curl:curl socat:socat python3:python3 \
-            cc:gcc wrk:wrk; do
+            cc:gcc wrk:wrk keepalived:keepalived \
+            openssl:openssl pgrep:procps; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)

@@ -31,6 +31,7 @@ from pyvs.engine.fastpath import FastPath
 from pyvs.engine.model import pack_addr
 from pyvs.engine.neigh import Route
 from pyvs.engine.packet import ipv4_header_ok, parse, set_ipv4_header_csum, set_l4_checksum
+from pyvs.engine.sync.master import SyncConfig, SyncMaster
 from pyvs.engine.verdict import DROP, FORWARD
 
 VIP, VIP6 = "198.18.1.1", "2001:db8:1::1"
@@ -287,12 +288,20 @@ def advance(slow: Director, fast: Director, seconds: float) -> None:
                                   st.sampled_from([0, 0.05, 1, 3, 30, 200]),
                                   st.lists(change, max_size=2)),
                         min_size=1, max_size=6),
-       secure=st.booleans())
-def test_fast_and_slow_paths_agree(batches, secure):
+       secure=st.booleans(), sync=st.sampled_from([None, "3 50", "1 2", "0 1", "2 0"]))
+def test_fast_and_slow_paths_agree(batches, secure, sync):
+    """Also with a sync master: the fast path's frames count for the sync rules (the
+    in_pkts threshold), so both send the same records in the same order."""
     slow, fast = make_director(), make_director()
-    if secure:
-        for d in (slow, fast):
+    masters = []
+    for d in (slow, fast):
+        if secure:
             d.sysctl.set("secure_tcp", "3")
+        if sync is not None:
+            d.sysctl.set("sync_threshold", sync)
+            m = SyncMaster(SyncConfig("eth0"), d.sysctl, d.clock, 1)
+            d.sync_observer = m.observe
+            masters.append(m)
     fp = FastPath(fast)
     for events, seconds, changes in batches:
         one_batch(slow, fast, fp, [build(ev, slow) for ev in events])
@@ -300,6 +309,10 @@ def test_fast_and_slow_paths_agree(batches, secure):
         for ch in changes:
             apply_change([slow, fast], ch)
         assert snapshot(fast) == snapshot(slow)
+        if masters:
+            sent = [m.due(d.clock.now() + 2) for m, d in zip(masters, (slow, fast),
+                                                             strict=True)]
+            assert sent[0] == sent[1]
 
 
 # the same, deterministically: established flows on every service, then each change -----

@@ -62,14 +62,8 @@ def test_refusal_messages():
     sysctl = Sysctl()
     cases = {
         "sloppy_sctp=1": "net.ipv4.vs.sloppy_sctp: not implemented by pyvs (no SCTP)",
-        "drop_packet=1": "net.ipv4.vs.drop_packet: not implemented yet (no memory-pressure "
-                         "defense)",
-        "sync_version=0": "net.ipv4.vs.sync_version: not implemented yet (no connection sync "
-                          "daemon)",
-        "sync_threshold=4 50": "net.ipv4.vs.sync_threshold: not implemented yet (no "
-                               "connection sync daemon)",
-        "secure_tcp=2": "net.ipv4.vs.secure_tcp: not implemented yet for 1 and 2 (no "
-                        "memory-pressure defense; 3, the defense state table always on, is)",
+        "backup_only=1": "net.ipv4.vs.backup_only: not implemented yet (a director running a "
+                         "backup sync daemon still forwards)",
     }
     for arg, message in cases.items():
         name, _, value = arg.partition("=")
@@ -77,25 +71,28 @@ def test_refusal_messages():
             sysctl.set(name, value)
 
 
-def test_secure_tcp_takes_0_and_3_only():
-    sysctl = Sysctl()
-    sysctl.set("secure_tcp", "3")
-    assert sysctl.secure_tcp == 3
-    sysctl.set("secure_tcp", "0")
-    for value in ("1", "2"):
-        with pytest.raises(SysctlError):
-            sysctl.set("secure_tcp", value)
-    assert sysctl.secure_tcp == 0
+def test_defense_modes_follow_the_tables_pressure_from_the_first_write():
+    """update_defense_level() runs on every write of drop_entry, drop_packet and
+    secure_tcp: without pressure the automatic modes read back 1 (engine/defense.py)."""
+    d = Director(clock=VirtualClock())
+    for name in ("drop_entry", "drop_packet", "secure_tcp"):
+        for value, reads in (("3", 3), ("2", 1), ("1", 1), ("0", 0)):
+            d.sysctl.set(name, value)
+            assert d.sysctl.get(name) == reads
     with pytest.raises(SysctlError, match="Invalid argument"):  # out of range: sysctl's own
-        sysctl.set("secure_tcp", "4")
+        d.sysctl.set("secure_tcp", "4")
 
 
 @pytest.mark.parametrize("name", implemented())
 def test_implemented_settings_take_their_whole_range(name):
     sysctl = Sysctl()
     s = SETTINGS[name]
-    for value in (s.low, s.high):
-        sysctl.set(name, str(value))
+    if isinstance(s.default, tuple):  # sync_threshold: threshold < period, or period 0
+        values = [(s.low, 0), (s.high - 1, s.high), (s.high, 0)]
+    else:
+        values = [s.low, s.high]
+    for value in values:
+        sysctl.set(name, " ".join(map(str, value)) if isinstance(value, tuple) else str(value))
         assert sysctl.get(name) == value
 
 
@@ -112,8 +109,8 @@ def test_the_table_matches_what_the_engine_reads():
     read = set(re.findall(r"sysctl\.([a-z_]+)\b", source))
     read |= set(re.findall(r'sysctl_name = "([a-z_]+)"', source))
     read &= set(SETTINGS)
-    assert read == set(implemented()) | {"secure_tcp"}
-    assert not read & (set(REFUSED) - {"secure_tcp"})
+    assert read == set(implemented())
+    assert not read & set(REFUSED)
 
 
 def test_pyvs_sysctl_request_refuses_with_a_non_zero_status():

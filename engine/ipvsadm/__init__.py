@@ -6,7 +6,8 @@ package is pure logic over the director object; it never touches the network or
 the file system.  Its modules, by idea: output (streams, exit codes, libipvs'
 messages), addresses (numbers and addresses as ipvsadm reads them), popt (the
 tokenizer), options (the option tables and parse_options), listing (every output
-format), commands (running a parsed command; run()), usage (-h, -v).
+format), commands (running a parsed command; run()), daemon (the sync daemon's
+commands and listing), usage (-h, -v).
 
 Behaviour follows ipvsadm 1.31 (ipvsadm.c / libipvs.c) as Debian ships it (its patch
 for bug 814348 takes weights up to INT_MAX, as the kernel does):
@@ -28,10 +29,11 @@ Deliberate differences from ipvsadm (documented here once):
   u32 values, which misorders addresses that differ by 2^31 or more.
 * The program name printed in usage/"Try" messages is "pyvsadm" (ipvsadm prints
   its argv[0]).
-* The sync daemon is not implemented by the engine: --start-daemon fails with
-  libipvs' message for ENOPROTOOPT ("Protocol not available", what a kernel
-  without that control command answers), --stop-daemon with "No daemon is
-  running" (ESRCH, true: none runs), and -L --daemon prints nothing.
+* The sync daemon (--start-daemon, --stop-daemon, -L --daemon; module daemon) acts
+  on the director's engine/sync/daemon.py SyncDaemons, handed to run() by `pyvs
+  run`; called without one (a bare director, or `pyvs run --workers N`),
+  --start-daemon answers "Protocol not available" (ENOPROTOOPT) as a kernel
+  without the command would.
 * pyvs has no persistence engine: --pe NAME gets libipvs' message for the kernel's
   ENOENT ("Scheduler or persistence engine not found", exit 255) for every NAME, sip
   included, as from a kernel without the ip_vs_pe_NAME module.

@@ -10,6 +10,7 @@ import ipaddress
 import re
 
 from pyvs.engine.ipvsadm.addresses import AF_INET, IPPROTO_UDP
+from pyvs.engine.ipvsadm.daemon import daemon_command, list_daemon
 from pyvs.engine.ipvsadm.listing import list_all, list_conn, print_service_entry, print_title
 from pyvs.engine.ipvsadm.options import (
     CMD_ADD,
@@ -125,13 +126,9 @@ def _execute(o: Out, ce: Command, director) -> int:
         elif ce.cmd == CMD_TIMEOUT:
             op = "set_timeout"
             director.set_timeouts(*ce.timeouts)
-        elif ce.cmd == CMD_STARTDAEMON:
-            # Not implemented by the engine: answer as a kernel without the command would.
-            op = "start_daemon"
-            raise IPVSError(errno.ENOPROTOOPT)
-        elif ce.cmd == CMD_STOPDAEMON:
-            op = "stop_daemon"  # no sync daemon can be running in pyvs
-            raise IPVSError(errno.ESRCH)
+        elif ce.cmd in (CMD_STARTDAEMON, CMD_STOPDAEMON):
+            op = "start_daemon" if ce.cmd == CMD_STARTDAEMON else "stop_daemon"
+            daemon_command(o, ce)
     except IPVSError as err:
         o.e(ipvs_strerror(op, err.errno) + "\n")
         return -1
@@ -185,7 +182,7 @@ def _process(o: Out, argv: list[str], stdin: str, director, reading_stdin: bool)
             tcp, tcpfin, udp = director.get_timeouts()
             o.p(f"Timeout (tcp tcpfin udp): {tcp} {tcpfin} {udp}\n")
         elif opts & bit(OPTC_DAEMON):
-            pass  # list_daemon(): no sync daemon runs in pyvs
+            list_daemon(o)
         else:
             list_all(o, director, ce.fmt)
         return 0
@@ -215,9 +212,11 @@ def _restore(o: Out, stdin: str, director, reading_stdin: bool) -> int:
     return result
 
 
-def run(argv: list[str], stdin: str, director) -> tuple[int, str, str]:
-    """Execute one ipvsadm invocation; argv excludes the program name."""
+def run(argv: list[str], stdin: str, director, sync=None) -> tuple[int, str, str]:
+    """Execute one ipvsadm invocation; argv excludes the program name.  ``sync``: the
+    director's sync daemons (engine/sync/daemon.py), if it has any."""
     o = Out()
+    o.sync = sync
     try:
         if not argv:
             list_all(o, director, 0)

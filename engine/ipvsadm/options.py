@@ -43,6 +43,7 @@ MAX_TIMEOUT = 86400 * 31
 INT_MAX = 2**31 - 1
 
 # -- commands and options (ipvsadm.c CMD_*/OPT_* and the compatibility table) ---------------
+IFNAME_MAXLEN = 16  # IP_VS_IFNAME_MAXLEN: interface names keep 15 characters
 CMD_ADD, CMD_EDIT, CMD_DEL, CMD_FLUSH, CMD_LIST, CMD_ADDDEST, CMD_DELDEST, CMD_EDITDEST, \
     CMD_TIMEOUT, CMD_STARTDAEMON, CMD_STOPDAEMON, CMD_RESTORE, CMD_SAVE, CMD_ZERO = range(1, 15)
 
@@ -133,6 +134,13 @@ class Command:
         # timeouts
         self.timeouts = (0, 0, 0)
         self.daemon_state = ""
+        # sync daemon (ipvs_daemon_t); 0 / "" = the kernel's default
+        self.mcast_ifn = ""
+        self.syncid = 0
+        self.sync_maxlen = 0
+        self.mcast_group = ""
+        self.mcast_port = 0
+        self.mcast_ttl = 0
 
 
 _FIRST = {"A": CMD_ADD, "E": CMD_EDIT, "D": CMD_DEL, "a": CMD_ADDDEST, "e": CMD_EDITDEST,
@@ -252,9 +260,11 @@ def _apply_option(o: Out, ce: Command, tag: str, arg: str | None, tok: str,
         ce.fmt |= FMT_NUMERIC
     elif tag == "mcast-interface":
         _set_option(o, ce, OPTC_MCAST)
+        ce.mcast_ifn = arg[:IFNAME_MAXLEN - 1]
     elif tag == "syncid":
         _set_option(o, ce, OPTC_SYNCID)
-        if string_to_number(arg, 0, 255) == -1:
+        ce.syncid = string_to_number(arg, 0, 255)
+        if ce.syncid == -1:
             o.fail("illegal syncid specified")
     elif tag == "timeout":
         _set_option(o, ce, OPTC_TIMEOUT)
@@ -292,6 +302,7 @@ def _apply_option(o: Out, ce: Command, tag: str, arg: str | None, tok: str,
             a6 = inet_pton6(arg)
             if a6 is None or a6[0] != 0xFF:
                 o.fail(f"invalid IPv6 mcast-group `{arg}'")
+            ce.mcast_group = socket.inet_ntop(socket.AF_INET6, bytes(a6))
         else:
             try:
                 a4 = socket.inet_pton(AF_INET, arg)
@@ -299,12 +310,15 @@ def _apply_option(o: Out, ce: Command, tag: str, arg: str | None, tok: str,
                 a4 = None
             if a4 is None or not 224 <= a4[0] <= 239:
                 o.fail(f"invalid IPv4 mcast-group `{arg}'")
+            ce.mcast_group = socket.inet_ntop(AF_INET, a4)
     elif tag in ("mcast-port", "mcast-ttl", "sync-maxlen"):
         optc, hi = {"mcast-port": (OPTC_MCAST_PORT, 65535), "mcast-ttl": (OPTC_MCAST_TTL, 255),
                     "sync-maxlen": (OPTC_SYNC_MAXLEN, 65535 - 20 - 8)}[tag]
         _set_option(o, ce, optc)
-        if string_to_number(arg, 1, hi) == -1:
+        value = string_to_number(arg, 1, hi)
+        if value == -1:
             o.fail(f"illegal {tag} specified")
+        setattr(ce, tag.replace("-", "_"), value)
     elif tag == "tun-type":
         _set_option(o, ce, OPTC_TUN_TYPE)
         if arg not in TUNNAMES:

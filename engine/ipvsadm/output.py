@@ -66,6 +66,7 @@ class Out:
     def __init__(self) -> None:
         self.out: list[str] = []
         self.err: list[str] = []
+        self.sync = None  # engine/sync/daemon.py SyncDaemons, for the daemon commands
 
     def p(self, s: str) -> None:
         self.out.append(s)

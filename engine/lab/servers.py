@@ -12,7 +12,19 @@ HTTP (threading, HTTP/1.1 keep-alive):
     every response carries ``X-Server: NAME``.
 UDP: every datagram is answered with "NAME\\n", from the address it was sent to
 (IP_PKTINFO / IPV6_PKTINFO), so a server holding several addresses (a VIP on ``lo``
-in DR/TUN labs) answers from the right one.
+in DR/TUN labs) answers from the right one.  A datagram that is a DNS query (one
+question, QR=0) gets a DNS answer instead: NOERROR, no records (for DNS_CHECK).
+``--tls-port N --cert F --key F`` also serves the HTTP above over TLS (for SSL_GET).
+
+Failure modes for health-check tests, switched at run time through a control file
+(``--control FILE``; default: ``NAME.control`` next to ``--ready-file``), read
+again whenever it changes, one ``key=value`` per line:
+    http=ok|500|hang|wrong-body   500: every request answered "500"; hang: requests
+                                  are read and never answered (the connection stays
+                                  open); wrong-body: 200 with another body
+    udp=ok|silent                 silent: UDP and DNS datagrams get no answer
+    dns=ok|refused                refused: DNS answers carry rcode 5 (REFUSED)
+A missing or empty file means everything ok.
 
 With no ``--bind`` it listens on every IPv4 and IPv6 address (one socket per family).
 ``--ready-file PATH`` is written once every socket is listening.
@@ -29,13 +41,16 @@ import re
 import select
 import signal
 import socket
+import ssl
 import struct
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CHUNK = 64 * 1024
+HANG_LIMIT = 600.0  # a hung request is closed after this long at most
 PATTERN_SEED = 0x5059_5653  # "PYVS"
 MAX_BYTES = 1 << 34
 
@@ -75,6 +90,44 @@ def write_pattern(path: str, n: int) -> str:
     return h.hexdigest()
 
 
+# ----------------------------------------------------------------------- control
+
+
+class Control:
+    """The failure modes of the control file (see the module docstring)."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._stamp: tuple | None = None
+        self._modes: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def mode(self, key: str) -> str:
+        if not self.path:
+            return "ok"
+        with self._lock:
+            try:
+                st = os.stat(self.path)
+                stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            except OSError:
+                stamp = None
+            if stamp != self._stamp:
+                self._stamp = stamp
+                self._modes = {}
+                if stamp is not None:
+                    try:
+                        with open(self.path) as f:
+                            for line in f:
+                                k, _, v = line.partition("=")
+                                self._modes[k.strip()] = v.strip()
+                    except OSError:
+                        pass
+            return self._modes.get(key, "ok") or "ok"
+
+
+NO_CONTROL = Control(None)
+
+
 # -------------------------------------------------------------------------- HTTP
 
 
@@ -83,6 +136,24 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "pyvs-lab"
     name = "server"
     verbose = False
+    control = NO_CONTROL
+
+    def _failure(self) -> bool:
+        """Act out the control file's http mode; True when the request is handled."""
+        mode = self.control.mode("http")
+        if mode == "500":
+            self._send(f"{self.name}\n".encode(), 500)
+            return True
+        if mode == "wrong-body":
+            self._send(f"{self.name} wrong body\n".encode())
+            return True
+        if mode == "hang":
+            deadline = time.monotonic() + HANG_LIMIT
+            while self.control.mode("http") == "hang" and time.monotonic() < deadline:
+                time.sleep(0.1)
+            self.close_connection = True
+            return True
+        return False
 
     def log_message(self, fmt, *args):  # noqa: D401 - quiet unless --verbose
         if self.verbose:
@@ -98,6 +169,8 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def do_GET(self):  # noqa: N802 - http.server API
+        if self._failure():
+            return
         path = self.path.split("?", 1)[0]
         if path == "/peer":
             host, port = self.client_address[:2]
@@ -147,6 +220,8 @@ class Handler(BaseHTTPRequestHandler):
                 yield c
 
     def do_POST(self):  # noqa: N802 - http.server API
+        if self._failure():
+            return
         h = hashlib.sha256()
         for c in self._body_chunks():
             h.update(c)
@@ -177,6 +252,21 @@ class _HTTP6(_HTTP4):
         super().server_bind()
 
 
+def tls_server(base: type, context: ssl.SSLContext) -> type:
+    """``base`` with every accepted connection wrapped in TLS, the handshake done in
+    the request's own thread (a stalled client never blocks the accept loop)."""
+
+    class TLS(base):
+        def finish_request(self, request, client_address):
+            try:
+                request = context.wrap_socket(request, server_side=True)
+            except (OSError, ssl.SSLError):
+                return
+            super().finish_request(request, client_address)
+
+    return TLS
+
+
 # --------------------------------------------------------------------------- UDP
 
 
@@ -192,8 +282,31 @@ def _udp_socket(family: int, addr: str, port: int) -> socket.socket:
     return s
 
 
-def _udp_reply(s: socket.socket, reply: bytes) -> None:
+def dns_answer(query: bytes, rcode: int = 0) -> bytes | None:
+    """A DNS response (no records) to a one-question query, or None if ``query`` is not
+    a DNS query."""
+    if len(query) < 17:
+        return None
+    ident, flags, qd, an, ns, ar = struct.unpack_from("!HHHHHH", query)
+    if flags & 0xF800 or qd != 1 or an or ns:
+        return None
+    i = 12
+    while i < len(query) and query[i]:
+        i += 1 + query[i]
+    if i + 5 > len(query):
+        return None
+    question = query[12:i + 5]
+    flags = 0x8000 | 0x0080 | (flags & 0x0100) | (rcode & 0xF)  # QR, RA, RD copied
+    return struct.pack("!HHHHHH", ident, flags, 1, 0, 0, 0) + question
+
+
+def _udp_reply(s: socket.socket, reply: bytes, control: Control = NO_CONTROL) -> None:
     data, anc, _flags, peer = s.recvmsg(65535, 256)
+    if control.mode("udp") == "silent":
+        return
+    dns = dns_answer(data, 5 if control.mode("dns") == "refused" else 0)
+    if dns is not None:
+        reply = dns
     out = []
     for level, typ, val in anc:
         if level == socket.IPPROTO_IP and typ == IP_PKTINFO and len(val) >= 12:
@@ -209,13 +322,14 @@ def _udp_reply(s: socket.socket, reply: bytes) -> None:
         s.sendto(reply, peer)
 
 
-def udp_loop(socks: list[socket.socket], name: str, stop: threading.Event) -> None:
+def udp_loop(socks: list[socket.socket], name: str, stop: threading.Event,
+             control: Control = NO_CONTROL) -> None:
     reply = f"{name}\n".encode()
     while not stop.is_set():
         ready, _, _ = select.select(socks, [], [], 0.5)
         for s in ready:
             try:
-                _udp_reply(s, reply)
+                _udp_reply(s, reply, control)
             except OSError:
                 pass
 
@@ -230,9 +344,17 @@ def serve(
     bind: list[str] | None = None,
     ready_file: str | None = None,
     verbose: bool = False,
+    control: str | None = None,
+    tls_port: int = 0,
+    cert: str | None = None,
+    key: str | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT."""
-    handler = type("NamedHandler", (Handler,), {"name": name, "verbose": verbose})
+    if control is None and ready_file:
+        control = os.path.join(os.path.dirname(ready_file) or ".", f"{name}.control")
+    ctl = Control(control)
+    handler = type("NamedHandler", (Handler,), {"name": name, "verbose": verbose,
+                                                "control": ctl})
     if bind:
         targets = [(ipaddress.ip_address(a).version, a) for a in bind]
     else:
@@ -243,15 +365,21 @@ def serve(
     https, udps = [], []
     for version, addr in targets:
         fam = socket.AF_INET6 if version == 6 else socket.AF_INET
+        base = _HTTP6 if version == 6 else _HTTP4
         if tcp_port:
-            https.append((_HTTP6 if version == 6 else _HTTP4)((addr, tcp_port), handler))
+            https.append(base((addr, tcp_port), handler))
+        if tls_port:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(cert, key)
+            https.append(tls_server(base, context)((addr, tls_port), handler))
         if udp_port:
             udps.append(_udp_socket(fam, addr, udp_port))
 
     stop = threading.Event()
     threads = [threading.Thread(target=h.serve_forever, daemon=True) for h in https]
     if udps:
-        threads.append(threading.Thread(target=udp_loop, args=(udps, name, stop), daemon=True))
+        threads.append(threading.Thread(target=udp_loop, args=(udps, name, stop, ctl),
+                                        daemon=True))
     for t in threads:
         t.start()
 
@@ -285,8 +413,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="listen on this address only (repeatable); default: all v4+v6")
     p.add_argument("--ready-file", help="written when listening")
     p.add_argument("--verbose", action="store_true", help="log requests to stderr")
+    p.add_argument("--control", help="failure-mode control file (default: NAME.control "
+                                     "next to --ready-file)")
+    p.add_argument("--tls-port", type=int, default=0, help="also serve HTTP over TLS here")
+    p.add_argument("--cert", help="TLS certificate (PEM), with --tls-port")
+    p.add_argument("--key", help="TLS private key (PEM), with --tls-port")
     a = p.parse_args(argv)
-    serve(a.name, a.tcp_port, a.udp_port, a.bind, a.ready_file, a.verbose)
+    if a.tls_port and not (a.cert and a.key):
+        p.error("--tls-port needs --cert and --key")
+    serve(a.name, a.tcp_port, a.udp_port, a.bind, a.ready_file, a.verbose, a.control,
+          a.tls_port, a.cert, a.key)
     return 0
 
 
