@@ -254,9 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     rs.set_defaults(func=cmd_realserver)
 
     demo = sub.add_parser("demo", help="NAT lab + pyvs + curl: show the balancing")
-    demo.add_argument("--requests", type=int, default=30)
-    demo.add_argument("--real-servers", type=int, default=3)
-    demo.add_argument("--clients", type=int, default=3)
+    demo.add_argument("--requests", type=_in_range(1, 100_000), default=30)
+    demo.add_argument("--real-servers", type=_in_range(1, 100), default=3)
+    demo.add_argument("--clients", type=_in_range(1, 200), default=3)
     demo.add_argument("--scheduler", default="rr")
     demo.add_argument("--io", choices=["nfqueue", "ring", "xdp"], default="nfqueue",
                       help="the director's packet path (see `pyvs run --help`)")
@@ -294,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `pyvs status | head`: the reader left, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except user_errors() as err:
         if os.environ.get("PYVS_TRACEBACK"):
             raise
