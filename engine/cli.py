@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -98,8 +99,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             prof.dump_stats(profile)
     except (RuntimeError, OSError) as err:  # could not start (what it set up is removed)
-        sys.stderr.write(f"pyvs run: {err}\n")
+        sys.stderr.write(f"pyvs run: {err}{_start_hint(args, err)}\n")
         return 1
+
+
+def _start_hint(args: argparse.Namespace, err: BaseException) -> str:
+    """Why a permission error at start may not be about root: a user namespace."""
+    from pyvs.engine.io.nfqueue import verdicts_carry_packets
+
+    if (isinstance(err, OSError) and err.errno == errno.EPERM and args.io == "xdp"
+            and not verdicts_carry_packets()):
+        return (" (this network namespace belongs to a user namespace, where loading BPF "
+                "is not allowed: use --io ring or the default)")
+    return ""
 
 
 def _load_health(args: argparse.Namespace):

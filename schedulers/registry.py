@@ -133,7 +133,7 @@ def load_plugin(spec: str) -> type[Scheduler]:
     cls = getattr(module, attr, None)
     if cls is None:
         raise PluginError(f"{spec}: {where} has no {attr}")
-    if not (isinstance(cls, type) and issubclass(cls, Scheduler)):
+    if not (isinstance(cls, type) and issubclass(cls, Scheduler)) or cls is Scheduler:
         raise PluginError(f"{spec}: {attr} in {where} is not a scheduler (a subclass of "
                           "pyvs.schedulers.base.Scheduler)")
     return cls

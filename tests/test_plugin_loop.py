@@ -99,6 +99,8 @@ def test_a_relative_plugin_path_is_the_callers(tmp_path, monkeypatch):
     (PICK.format(choice=11) + "\nNOT = 3\n", "plugin.py:NOT",
      "NOT in {dir}/plugin.py is not a scheduler (a subclass of "
      "pyvs.schedulers.base.Scheduler)"),
+    (PICK.format(choice=11), "plugin.py:Scheduler",
+     "Scheduler in {dir}/plugin.py is not a scheduler"),  # the base class it imports
     ("import os\n\ndef broken(:\n    pass\n", "plugin.py:Pick",
      "syntax error in {dir}/plugin.py line 3: "),
     ("import os\nx = 1\nraise RuntimeError('no config')\n", "plugin.py:Pick",
