@@ -147,8 +147,11 @@ def exec_(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     commands = {"up": up, "down": down, "exec": exec_}
-    if args.lab_cmd == "load":
-        from .loadcli import run as load
+    if args.lab_cmd == "load":  # the load generator in the lab's client namespace
+        from .loadcli import command, describe
+        from .topology import check_name
 
-        return load(args)
+        check_name(args.name)
+        argv = command(args, describe(args.name))
+        return exec_(argparse.Namespace(name=args.name, role="client", argv=argv))
     return commands[args.lab_cmd](args)

@@ -10,7 +10,7 @@ import sys
 
 from . import load
 from .netns import LabError
-from .topology import STATE_DIR, check_name, url
+from .topology import STATE_DIR, url
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -68,11 +68,3 @@ def command(args: argparse.Namespace, lab: dict) -> list[str]:
     if args.json:
         argv.append("--json")
     return argv
-
-
-def run(args: argparse.Namespace) -> int:
-    from .labcli import exec_
-
-    check_name(args.name)
-    argv = command(args, describe(args.name))
-    return exec_(argparse.Namespace(name=args.name, role="client", argv=argv))
