@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -24,11 +25,19 @@ def _in_range(low: int, high: int | None = None):
 
 
 def run_option_errors(args: argparse.Namespace) -> list[str]:
-    """Combinations of `pyvs run` options that would be accepted and do nothing."""
+    """Combinations of `pyvs run` options that would be accepted and do nothing, and
+    interfaces this network namespace does not have."""
     errors = []
     if args.interfaces and args.io == "nfqueue":
         errors.append("--interface needs --io ring or xdp (NFQUEUE takes what the kernel "
                       "queues, whatever interface it arrived on)")
+    elif args.interfaces:
+        import socket
+
+        have = sorted(name for _, name in socket.if_nameindex())
+        errors += [f"--interface {name}: no such interface in this network namespace "
+                   f"(it has {', '.join(have)})" for name in args.interfaces
+                   if name not in have]
     return errors
 
 
@@ -90,8 +99,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             prof.dump_stats(profile)
     except (RuntimeError, OSError) as err:  # could not start (what it set up is removed)
-        sys.stderr.write(f"pyvs run: {err}\n")
+        sys.stderr.write(f"pyvs run: {err}{_start_hint(args, err)}\n")
         return 1
+
+
+def _start_hint(args: argparse.Namespace, err: BaseException) -> str:
+    """Why a permission error at start may not be about root: a user namespace."""
+    from pyvs.engine.io.nfqueue import verdicts_carry_packets
+
+    if (isinstance(err, OSError) and err.errno == errno.EPERM and args.io == "xdp"
+            and not verdicts_carry_packets()):
+        return (" (this network namespace belongs to a user namespace, where loading BPF "
+                "is not allowed: use --io ring or the default)")
+    return ""
 
 
 def _load_health(args: argparse.Namespace):
@@ -153,15 +173,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
-    _need_root()
-    from pyvs.engine import lab
+    """`pyvs lab up|down|exec|load` (engine/lab/; rootless labs: engine/lab/rootless.py)."""
+    from pyvs.engine.lab import labcli
 
-    if args.lab_cmd == "up":
-        info = lab.lab_up(args.mode, args.real_servers, args.clients, name=args.name)
-        print(json.dumps(info, indent=2))
-        return 0
-    lab.lab_down(args.name)
-    return 0
+    return labcli.run(args)
 
 
 def cmd_realserver(args: argparse.Namespace) -> int:
@@ -240,15 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="connections and drop counters of the director")
     status.set_defaults(func=cmd_status)
 
-    lab = sub.add_parser("lab", help="build or remove a network-namespace lab")
-    labsub = lab.add_subparsers(dest="lab_cmd", required=True)
-    up = labsub.add_parser("up")
-    up.add_argument("--mode", default="nat", choices=["nat", "dr", "tun"])
-    up.add_argument("--real-servers", type=int, default=3)
-    up.add_argument("--clients", type=int, default=2)
-    up.add_argument("--name")
-    down = labsub.add_parser("down")
-    down.add_argument("name")
+    from pyvs.engine.lab.labcli import add_arguments as lab_arguments
+
+    lab = sub.add_parser("lab", help="build, use or remove a network-namespace lab")
+    lab_arguments(lab)
     lab.set_defaults(func=cmd_lab)
 
     rs = sub.add_parser("realserver", help="tunnel-mode real server: decapsulate IPIP, GRE "
@@ -263,9 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     rs.set_defaults(func=cmd_realserver)
 
     demo = sub.add_parser("demo", help="NAT lab + pyvs + curl: show the balancing")
-    demo.add_argument("--requests", type=int, default=30)
-    demo.add_argument("--real-servers", type=int, default=3)
-    demo.add_argument("--clients", type=int, default=3)
+    demo.add_argument("--requests", type=_in_range(1, 100_000), default=30)
+    demo.add_argument("--real-servers", type=_in_range(1, 100), default=3)
+    demo.add_argument("--clients", type=_in_range(1, 200), default=3)
     demo.add_argument("--scheduler", default="rr")
     demo.add_argument("--io", choices=["nfqueue", "ring", "xdp"], default="nfqueue",
                       help="the director's packet path (see `pyvs run --help`)")
@@ -287,13 +297,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+REPORT = ("this is a bug in pyvs: please report it on the pyvs issue tracker with the "
+          "command line and this message (PYVS_TRACEBACK=1 shows where it happened)")
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Failures a user can cause (a name taken, a missing file, no permission...): one
+    line, exit status 1.  Anything else is a bug in pyvs (``REPORT``)."""
+    from pyvs.engine.lab.netns import LabError
+    from pyvs.engine.plumbing import PlumbingError
+
+    return (LabError, PlumbingError, OSError)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.cmd == "run":
         for error in run_option_errors(args):
             parser.exit(2, f"pyvs run: error: {error}\n")
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `pyvs status | head`: the reader left, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except user_errors() as err:
+        if os.environ.get("PYVS_TRACEBACK"):
+            raise
+        sys.stderr.write(f"pyvs {args.cmd}: {describe_error(err)}\n")
+        return 1
+    except Exception as err:
+        if os.environ.get("PYVS_TRACEBACK"):
+            raise
+        sys.stderr.write(f"pyvs {args.cmd}: internal error: {type(err).__name__}: {err}\n"
+                         f"{REPORT}\n")
+        return 70  # EX_SOFTWARE
+
+
+def describe_error(err: BaseException) -> str:
+    """One line: OSError with its file name (``Permission denied: /run/x``)."""
+    if isinstance(err, OSError) and err.strerror:
+        where = err.filename if err.filename is not None else ""
+        return f"{err.strerror}: {where}" if where else err.strerror
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
 if __name__ == "__main__":

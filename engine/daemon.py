@@ -70,7 +70,8 @@ class Daemon:
             # one sync daemon per director: not with --workers (each has its own table)
             sync = self.sync if self.fanout_group is None else None
             rc, out, err = ipvsadm.run(list(request.get("argv", [])),
-                                       request.get("stdin", ""), self.director, sync)
+                                       request.get("stdin", ""), self.director, sync,
+                                       cwd=request.get("cwd"))
             self._sync_ports()
             self._watch_sync_sockets()
             return {"rc": rc, "out": out, "err": err}

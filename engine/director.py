@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import random
 import socket
+import traceback
 
 from pyvs.engine.accounting import unbind_dest
 from pyvs.engine.clock import Clock, MonotonicClock
@@ -68,6 +69,8 @@ FTPDATA = 20
 
 # Scheduling outcomes (the kernel's *ignored)
 SCHED_IGNORED, SCHED_NODEST, SCHED_FATAL = 1, 0, -1
+SCHEDULER_FAILED = object()  # _pick: the scheduler raised (the packet is dropped)
+SCHEDULER_LOG_INTERVAL = 10.0  # seconds between two reports of one failing scheduler
 
 
 def route_source(dst: bytes) -> bytes | None:
@@ -136,6 +139,7 @@ class Director:
                                random.Random(seed))
         self.tracer = None  # `pyvs trace` attached (engine/trace/hook.py); None: nobody traces
         self.services.unlink_hooks.append(self._expire_nodest_conns)
+        self._sched_quiet: dict[str, tuple[float, int]] = {}  # see _pick
 
     # -- the control surface used by pyvsadm --------------------------------------------------
     def now(self) -> float:
@@ -334,14 +338,38 @@ class Director:
             return self._schedule_persist(svc, info, flow, mark, now)
         if not svc.fwmark and info.dport != svc.port:
             return None, SCHED_NODEST
-        dest = svc.scheduler.schedule(svc, flow) if svc.scheduler is not None else None
+        dest = self._pick(svc, flow, now)
         if dest is None:
             return None, SCHED_NODEST
+        if dest is SCHEDULER_FAILED:
+            return None, SCHED_FATAL
         conn = self.conntable.new(info.af, info.proto, info.saddr, info.sport, info.daddr,
                                   info.dport, dest.addr, dest.port or info.dport,
                                   self._ops_flag(svc, info), dest, mark)
         self.count_conn(svc, dest)
         return conn, SCHED_NODEST
+
+    def _pick(self, svc: VirtualService, flow: Flow, now: float):
+        """The scheduler's choice.  A scheduler that raises (a plugin's bug: no kernel
+        scheduler does) costs only the packet it was called for: SCHEDULER_FAILED (the
+        packet is dropped), counted as ``scheduler-error``, logged at most once per
+        SCHEDULER_LOG_INTERVAL per scheduler with the number left unsaid."""
+        if svc.scheduler is None:
+            return None
+        try:
+            return svc.scheduler.schedule(svc, flow)
+        except Exception as err:  # noqa: BLE001 - the user's code: one packet, not the batch
+            self.drops["scheduler-error"] += 1
+            quiet = self._sched_quiet.get(svc.sched_name)
+            if quiet is not None and now < quiet[0]:
+                self._sched_quiet[svc.sched_name] = (quiet[0], quiet[1] + 1)
+                return SCHEDULER_FAILED
+            frame = traceback.extract_tb(err.__traceback__)[-1]
+            log.warning("scheduler %s raised %s: %s (%s line %s); the packet was dropped%s",
+                        svc.sched_name, type(err).__name__, err, frame.filename, frame.lineno,
+                        f" ({quiet[1]} more since the last report)" if quiet else "")
+            self._sched_quiet[svc.sched_name] = (now + SCHEDULER_LOG_INTERVAL, 0)
+            return SCHEDULER_FAILED
 
     @staticmethod
     def _ops_flag(svc: VirtualService, info: PacketInfo) -> int:
@@ -368,9 +396,11 @@ class Director:
             table.neutralize_template(tmpl)
             tmpl = None
         if tmpl is None:
-            dest = svc.scheduler.schedule(svc, flow) if svc.scheduler is not None else None
+            dest = self._pick(svc, flow, now)
             if dest is None:
                 return None, SCHED_NODEST
+            if dest is SCHEDULER_FAILED:
+                return None, SCHED_FATAL
             tdport = dest.port if (dst_port == svc.port and svc.port != FTPPORT) else 0
             tmpl = table.new(info.af, protocol, snet, 0, vaddr, vport, dest.addr, tdport,
                              CONN_F_TEMPLATE, dest, mark)

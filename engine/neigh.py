@@ -208,19 +208,19 @@ class KernelRoutes:
             log.debug("no route to %s: %s", text, err)
             self.routes.pop(addr, None)
             return None
-        oif = msg.get("RTA_OIF") or 0
-        src = msg.get("RTA_PREFSRC")
-        gw = msg.get("RTA_GATEWAY")
+        oif = msg.get_attr("RTA_OIF") or 0
+        src = msg.get_attr("RTA_PREFSRC")
+        gw = msg.get_attr("RTA_GATEWAY")
         mtu = 0
-        metrics = msg.get("RTA_METRICS")
+        metrics = msg.get_attr("RTA_METRICS")
         if metrics is not None:
-            mtu = metrics.get("RTAX_MTU") or 0
+            mtu = metrics.get_attr("RTAX_MTU") or 0
         ifname, lladdr, link_mtu = "", b"", 1500
         if oif:
             link = ipr.get_links(oif)[0]
-            ifname = link.get("IFLA_IFNAME") or ""
-            lladdr = _mac_bytes(link.get("IFLA_ADDRESS")) or b""
-            link_mtu = link.get("IFLA_MTU") or 1500
+            ifname = link.get_attr("IFLA_IFNAME") or ""
+            lladdr = _mac_bytes(link.get_attr("IFLA_ADDRESS")) or b""
+            link_mtu = link.get_attr("IFLA_MTU") or 1500
         r = Route(addr, msg["type"] == RTN_LOCAL, oif, ifname,
                   ipaddress.ip_address(src).packed if src else None,
                   ipaddress.ip_address(gw).packed if gw else None,
@@ -244,7 +244,7 @@ class KernelRoutes:
         try:
             msg = ipr.neigh("get", dst=text, ifindex=route.ifindex)[0]
             state = msg["state"]
-            mac = _mac_bytes(msg.get("NDA_LLADDR"))
+            mac = _mac_bytes(msg.get_attr("NDA_LLADDR"))
         except Exception:  # noqa: BLE001 - ENOENT: no entry yet
             pass
         if state & (NUD_NOARP | NUD_PERMANENT) and mac is None:

@@ -10,6 +10,14 @@ import os
 import sys
 
 
+def _cwd() -> str | None:
+    """This directory, against which the director reads relative plugin paths."""
+    try:
+        return os.getcwd()
+    except OSError:  # removed under us: relative paths then name nothing
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     from pyvs.engine.control import client_request
 
@@ -21,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("Permission denied (you must be root)\n")
         return 1
     try:
-        reply = client_request({"op": "ipvsadm", "argv": args, "stdin": stdin})
+        reply = client_request({"op": "ipvsadm", "argv": args, "stdin": stdin,
+                                "cwd": _cwd()})
     except (FileNotFoundError, ConnectionRefusedError):
         sys.stderr.write("Can't initialize ipvs: no pyvs director runs in this network "
                          "namespace (start one with `pyvs run`)\n")

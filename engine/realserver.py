@@ -25,6 +25,7 @@ SIGTERM / SIGINT stop it; the TUN device is removed on the way out.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import selectors
@@ -44,6 +45,38 @@ IPPROTO_GRE = 47
 GRE_CSUM, GRE_ROUTING, GRE_KEY, GRE_SEQ, GRE_VERSION = 0x8000, 0x4000, 0x2000, 0x1000, 0x0007
 GRE_INNER = {0x0800: IPPROTO_IPIP, 0x86DD: IPPROTO_IPV6}  # GRE protocol -> inner IP version
 DRAIN = 256  # packets read per readiness event, at most
+TUNSETIFF = 0x400454CA  # include/uapi/linux/if_tun.h
+IFF_TUN, IFF_NO_PI = 0x0001, 0x1000
+TUN_DEVICE = "/dev/net/tun"
+
+
+class TunError(RuntimeError):
+    """The TUN device cannot be made (the message says what an administrator can do)."""
+
+
+def open_tun(name: str, mtu: int) -> tuple[int, str]:
+    """A TUN device (IFF_TUN | IFF_NO_PI), up, with ``mtu``: (descriptor, its name).
+    It is not persistent: it goes away when the descriptor is closed."""
+    try:
+        fd = os.open(TUN_DEVICE, os.O_RDWR)
+    except PermissionError:
+        raise TunError(f"cannot open {TUN_DEVICE}: permission denied (an administrator "
+                       f"grants a user access with `setfacl -m u:USER:rw {TUN_DEVICE}`)"
+                       ) from None
+    except FileNotFoundError:
+        raise TunError(f"{TUN_DEVICE} does not exist (the kernel needs CONFIG_TUN)") from None
+    try:
+        ifr = fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
+        made = ifr[:16].rstrip(b"\0").decode()
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            index = ipr.link_lookup(ifname=made)[0]
+            ipr.link("set", index=index, mtu=mtu, state="up")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, made
 
 
 def gre_payload(data: bytes) -> tuple[int, bytes] | None:
@@ -140,9 +173,11 @@ class RealServer:
             log.warning("could not turn rp_filter off on %s: %s", self.tun_name, err)
 
     def run(self) -> int:
-        import pytun
-
-        tun = pytun.TunTapDevice(name=self.tun_name, flags=pytun.IFF_TUN | pytun.IFF_NO_PI)
+        try:
+            fd, tun_name = open_tun(self.tun_name, self.mtu)
+        except (TunError, OSError) as err:
+            log.error("%s", err)
+            return 1
         socks: list[tuple[socket.socket, bool, int]] = []
         sel = selectors.DefaultSelector()
 
@@ -151,17 +186,14 @@ class RealServer:
 
         old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
-            tun.mtu = self.mtu
-            tun.up()
             self._set_rp_filter()
             socks = self._open_sockets()
             for entry in socks:
                 sel.register(entry[0], selectors.EVENT_READ, entry)
-            fd = tun.fileno()
             self.running = True
             if self.ready_file:
-                Path(self.ready_file).write_text(f"{os.getpid()} {tun.name}\n")
-            log.info("pyvs realserver: %s up (mtu %d), %d sockets", tun.name, self.mtu,
+                Path(self.ready_file).write_text(f"{os.getpid()} {tun_name}\n")
+            log.info("pyvs realserver: %s up (mtu %d), %d sockets", tun_name, self.mtu,
                      len(socks))
             counters = self.counters
             while self.running:
@@ -188,6 +220,6 @@ class RealServer:
             sel.close()
             for s, _, _ in socks:
                 s.close()
-            tun.close()  # not persistent: the device goes away with the descriptor
+            os.close(fd)  # not persistent: the device goes away with the descriptor
             log.info("pyvs realserver stopped: %s", dict(self.counters))
         return 0

@@ -59,12 +59,13 @@ class DirectorProcess:
             return ""
 
     def adm(self, *args: str, stdin: str | None = None, check: bool = True,
-            timeout: float = 10.0) -> subprocess.CompletedProcess:
-        """Run `pyvsadm ARGS` in the director's namespace."""
+            timeout: float = 10.0, cwd: str | os.PathLike | None = None
+            ) -> subprocess.CompletedProcess:
+        """Run `pyvsadm ARGS` in the director's namespace (from directory ``cwd``)."""
         env = dict(os.environ)
         proc = subprocess.run(self._netns([sys.executable, "-m", "pyvs.engine.pyvsadm", *args]),
                               input=stdin, capture_output=True, text=True, env=env,
-                              timeout=timeout)
+                              timeout=timeout, cwd=cwd)
         if check and proc.returncode != 0:
             raise DirectorError(f"pyvsadm {' '.join(args)}: {proc.stderr.strip()}")
         return proc

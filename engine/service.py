@@ -34,7 +34,7 @@ from pyvs.engine.model import (
     VirtualService,
 )
 from pyvs.engine.proto import PROTOCOLS
-from pyvs.schedulers.registry import SchedulerNotFound
+from pyvs.schedulers.registry import PluginError, SchedulerNotFound, plugin_source
 from pyvs.schedulers.registry import create as create_scheduler
 
 if TYPE_CHECKING:
@@ -47,11 +47,13 @@ CONN_TAB_SIZE = 4096  # 1 << CONFIG_IP_VS_TAB_BITS (12)
 
 
 class IPVSError(Exception):
-    """A refused control operation; .errno is what the kernel would return."""
+    """A refused control operation; .errno is what the kernel would return; .detail,
+    when set, is what pyvsadm prints instead of libipvs' text (a plugin's problem)."""
 
-    def __init__(self, err: int, message: str = "") -> None:
+    def __init__(self, err: int, message: str = "", detail: str | None = None) -> None:
         super().__init__(message or errno.errorcode.get(err, str(err)))
         self.errno = err
+        self.detail = detail
 
 
 class ServiceTable:
@@ -66,6 +68,7 @@ class ServiceTable:
         self.generation = 0  # bumped on every change (for the plumbing to resync)
         self.total = Stats()  # ipvs->tot_stats: every service's traffic
         self.unlink_hooks: list = []  # called with the destinations each operation deleted
+        self.plugin_sources: dict[tuple, bytes | None] = {}  # service key -> plugin file
 
     # -- lookup (ip_vs_service_find) -------------------------------------------------
     def find(self, af: int, protocol: int, addr: bytes, port: int,
@@ -95,11 +98,16 @@ class ServiceTable:
 
     # -- services ----------------------------------------------------------------------
     def _bind_scheduler(self, svc: VirtualService, name: str) -> None:
+        """A new scheduler instance for svc; a plugin file is read again (registry)."""
+        source = plugin_source(name)
         try:
             svc.scheduler = create_scheduler(name, svc, self.env)
+        except PluginError as err:
+            raise IPVSError(errno.ENOENT, detail=f"Cannot load scheduler {err}") from None
         except SchedulerNotFound:
             raise IPVSError(errno.ENOENT, "Scheduler or persistence engine not found") from None
         svc.sched_name = name
+        self.plugin_sources[svc.key] = source
 
     def _check_service(self, spec: ServiceSpec) -> None:
         if spec.af == AF_INET6 and spec.flags & SVC_F_PERSISTENT:
@@ -126,7 +134,8 @@ class ServiceTable:
     def edit_service(self, spec: ServiceSpec) -> VirtualService:
         self._check_service(spec)
         svc = self.get(spec.key)
-        if spec.scheduler != svc.sched_name:
+        if (spec.scheduler != svc.sched_name  # or an edited plugin file: read it again
+                or plugin_source(spec.scheduler) != self.plugin_sources.get(svc.key)):
             old = svc.scheduler
             self._bind_scheduler(svc, spec.scheduler)
             if old is not None:
@@ -145,6 +154,7 @@ class ServiceTable:
         svc = self.get(key)
         self._count_special(svc, -1)
         del self.services[key]
+        self.plugin_sources.pop(key, None)
         gone = list(svc.destinations)
         for dest in gone:
             self._unlink_dest(svc, dest, now, sched_hook=False)

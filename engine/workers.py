@@ -357,7 +357,7 @@ def _child(index: int, rfd: int, shared: SharedCounters, interfaces: list[str],
                         req = json.loads(line)
                         if req.get("op") == "ipvsadm":
                             ipvsadm.run(list(req.get("argv", [])), req.get("stdin", ""),
-                                        director)
+                                        director, cwd=req.get("cwd"))
                         elif req.get("op") == "sysctl":
                             for arg in req.get("args", []):
                                 if "=" in arg:

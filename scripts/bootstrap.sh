@@ -19,9 +19,10 @@ for tool in ip:iproute2 iptables:iptables nft:nftables curl:curl socat:socat pyt
 done
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 # Debian's own python3 with the libraries `pyvs sim` uses: the unprivileged test
-# (tests/test_sim_unprivileged.py) runs pyvs sim as nobody from a venv made from it.
+# (tests/test_sim_unprivileged.py, tests/test_rootless_lab.py) runs pyvs sim and a
+# rootless lab as nobody from a venv made from it.
 for mod in numpy:python3-numpy rich:python3-rich matplotlib:python3-matplotlib \
-           scapy:python3-scapy; do
+           scapy:python3-scapy pyroute2:python3-pyroute2; do
   /usr/bin/python3 -c "import ${mod%%:*}" >/dev/null 2>&1 || need+=("${mod##*:}")
 done
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)

@@ -6,23 +6,15 @@ temporary folder that user can read (the checkout may live where nobody cannot e
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 import sysconfig
-import tempfile
 from pathlib import Path
 
 import pytest
+from nobody import SYSTEM_PYTHON, as_nobody, can_switch
+from nobody import nobody_venv as venv
 
-ROOT = Path(__file__).resolve().parent.parent
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-SYSTEM_PYTHON = "/usr/bin/python3"
-
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("setpriv") is None or not Path(SYSTEM_PYTHON).exists(),
-    reason="switching to the user nobody needs root, setpriv and /usr/bin/python3")
+pytestmark = pytest.mark.skipif(can_switch() is not None, reason=str(can_switch()))
 
 PLUGIN = """
 from pyvs.schedulers.base import Scheduler
@@ -35,42 +27,11 @@ class Last(Scheduler):
 """
 
 
-def as_nobody(argv: list[str], home: Path, **kw) -> subprocess.CompletedProcess:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "MPLCONFIGDIR": str(home / "mpl"),
-           "LANG": "C.UTF-8"}
-    return subprocess.run([*NOBODY, *argv], capture_output=True, text=True, env=env,
-                          timeout=600, **kw)
-
-
 @pytest.fixture(scope="module")
 def nobody_venv():
-    missing = subprocess.run([SYSTEM_PYTHON, "-c", "import numpy, rich, matplotlib, scapy"],
-                             capture_output=True, text=True)
-    assert missing.returncode == 0, ("Debian's python3 lacks numpy/rich/matplotlib/scapy: "
-                                     "run scripts/bootstrap.sh (" + missing.stderr.strip() + ")")
-    top = Path(tempfile.mkdtemp(prefix="pyvs-nobody-"))
-    try:
-        src = top / "src" / "pyvs"
-        for part in ("engine", "schedulers", "forwarders"):
-            shutil.copytree(ROOT / part, src / part,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        shutil.copytree(ROOT / "schedulers" / "examples", top / "examples",
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        (top / "last.py").write_text(PLUGIN)
-        (top / "events.txt").write_text("2 fail rs2\n4 recover rs2\n5 weight rs1 3\n")
-        os.chmod(top, 0o755)
-        subprocess.run(["chown", "-R", "65534:65534", str(top)], check=True)
-        made = as_nobody([SYSTEM_PYTHON, "-m", "venv", "--system-site-packages",
-                          "--without-pip", str(top / "venv")], top)
-        assert made.returncode == 0, made.stderr
-        python = top / "venv" / "bin" / "python"
-        site = as_nobody([str(python), "-c", "import sysconfig; "
-                          "print(sysconfig.get_paths()['purelib'])"], top).stdout.strip()
-        assert site.startswith(str(top / "venv")), site
-        (Path(site) / "pyvs-src.pth").write_text(str(top / "src") + "\n")
-        yield top, python
-    finally:
-        shutil.rmtree(top, ignore_errors=True)
+    with venv(extra={"last.py": PLUGIN,
+                     "events.txt": "2 fail rs2\n4 recover rs2\n5 weight rs1 3\n"}) as made:
+        yield made
 
 
 def test_pyvs_sim_runs_as_nobody_from_a_debian_python_venv(nobody_venv):

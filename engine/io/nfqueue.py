@@ -9,11 +9,22 @@ ARP and TTL exactly as it does for IPVS.  The ring/AF_PACKET ports are faster;
 this one is the faithful, simple default.
 
 Protocol: nfnetlink_queue (include/uapi/linux/netfilter/nfnetlink_queue.h).
+
+In a network namespace that belongs to a user namespace other than the initial one
+(``unshare -rn``, rootless labs) the kernel refuses rewritten packets in verdicts:
+nfqnl_mangle returns -EPERM there (netfilter commit "disable payload mangling in
+userns", 2026, in the stable kernels too: this machine's 6.18 has it) and the packet is
+dropped without a trace.  There the port drops the original and sends the rewritten packet itself
+through the director's stack (a raw socket), doing the TTL decrement the kernel's
+forwarding would have done, as the fast ports do (``stack_forwards=False``); a packet
+the stack refuses is counted as ``send-error`` (README: "Rootless").
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
+import logging
 import os
 import socket
 import struct
@@ -53,6 +64,11 @@ NFQA_PAYLOAD = 10
 NF_DROP = 0
 NF_ACCEPT = 1
 
+NS_GET_USERNS = 0xB701  # ioctl on a namespace file: the user namespace that owns it
+PROC_USER_INIT_INO = 0xEFFFFFFD  # include/linux/proc_ns.h: the initial user namespace
+
+log = logging.getLogger("pyvs.nfqueue")
+
 SNDBUF = 4 << 20
 CHUNK = 256 << 10  # bytes of verdict messages per sendmsg, well inside SNDBUF
 
@@ -72,6 +88,26 @@ def _message(msg_type: int, flags: int, seq: int, queue: int, attrs: bytes,
              family: int = socket.AF_UNSPEC) -> bytes:
     body = struct.pack("=BB", family, 0) + struct.pack(">H", queue) + attrs
     return _NLHDR.pack(16 + len(body), msg_type, flags, seq, 0) + body
+
+
+def verdicts_carry_packets(netns: str = "/proc/self/ns/net") -> bool:
+    """Whether the kernel takes a rewritten packet in a verdict here: only in a network
+    namespace owned by the initial user namespace (nfqnl_mangle: ``net->user_ns !=
+    &init_user_ns`` -> -EPERM).  The owner is read with NS_GET_USERNS; when it is out
+    of this process's reach (EPERM: an ancestor of its own user namespace), this
+    process lacks the rights to run a director there anyway, and the answer is yes."""
+    fd = os.open(netns, os.O_RDONLY)
+    try:
+        try:
+            owner = fcntl.ioctl(fd, NS_GET_USERNS)
+        except OSError:
+            return True
+        try:
+            return os.fstat(owner).st_ino == PROC_USER_INIT_INO
+        finally:
+            os.close(owner)
+    finally:
+        os.close(fd)
 
 
 class QueuedPacket:
@@ -246,6 +282,11 @@ class NfQueuePort(Port):
         self.plumbing = Plumbing(queue)
         self.sock: NfQueueSocket | None = None
         self.counters = {"packets": 0, "batches": 0}
+        self.in_verdict = verdicts_carry_packets()
+        if not self.in_verdict:
+            log.warning("this network namespace belongs to a user namespace, where the "
+                        "kernel drops NFQUEUE verdicts that carry a rewritten packet: "
+                        "pyvs sends rewritten packets through the director's stack instead")
         self.plumbing.install()
         try:
             self.sock = NfQueueSocket(queue)
@@ -278,16 +319,35 @@ class NfQueuePort(Port):
             batch = sock.recv_batch()
             if not batch:
                 return done
-            verdicts = director.process([p.buf for p in batch], [p.mark for p in batch])
-            sock.send_verdicts(batch, [NF_DROP if v == DROP else NF_ACCEPT for v in verdicts],
-                               [v == FORWARD for v in verdicts])
+            verdicts = director.process([p.buf for p in batch], [p.mark for p in batch],
+                                        stack_forwards=self.in_verdict)
+            if self.in_verdict:
+                sock.send_verdicts(batch, [NF_DROP if v == DROP else NF_ACCEPT
+                                           for v in verdicts], [v == FORWARD for v in verdicts])
+            else:
+                sock.send_verdicts(batch, self._send_forwarded(batch, verdicts),
+                                   [False] * len(batch))
             self.raw.flush(director)
             done += len(batch)
             self.counters["packets"] += len(batch)
             self.counters["batches"] += 1
 
+    def _send_forwarded(self, batch: list[QueuedPacket], verdicts: list[int]) -> list[int]:
+        """Where verdicts cannot carry packets: send each FORWARD packet through the
+        stack and drop the original.  Returns the netfilter verdicts."""
+        out = []
+        for pkt, verdict in zip(batch, verdicts, strict=True):
+            if verdict == FORWARD:
+                if not self.raw.send(pkt.buf):
+                    self.director.drops["send-error"] += 1
+                out.append(NF_DROP)
+            else:
+                out.append(NF_DROP if verdict == DROP else NF_ACCEPT)
+        return out
+
     def status(self) -> dict:
         out = dict(self.counters)
+        out["rewritten-packets"] = "verdict" if self.in_verdict else "stack"
         if self.sock is not None:
             out["overruns"] = self.sock.overruns
         return out

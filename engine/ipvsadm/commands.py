@@ -57,6 +57,7 @@ from pyvs.engine.model import (
     ServiceSpec,
 )
 from pyvs.engine.service import IPVSError
+from pyvs.schedulers.registry import absolute
 
 # Persistence engines pyvs implements: none.  The kernel loads ip_vs_pe_<name> for
 # --pe and answers ENOENT when there is no such module, which is what pyvs answers
@@ -65,12 +66,14 @@ from pyvs.engine.service import IPVSError
 PERSISTENCE_ENGINES: frozenset[str] = frozenset()
 
 
-def _svc_spec(ce: Command) -> ServiceSpec:
+def _svc_spec(ce: Command, cwd: str | None = None) -> ServiceSpec:
+    """The service of the command line; a relative plugin path is made absolute against
+    ``cwd``, pyvsadm's directory (schedulers/registry.py ``absolute``)."""
     af = ce.af or AF_INET
     addr = ce.addr or bytes(4 if af == AF_INET else 16)
     return ServiceSpec(af=af, protocol=ce.protocol, addr=addr, port=ce.port, fwmark=ce.fwmark,
-                       scheduler=ce.sched or DEF_SCHED, flags=ce.flags, timeout=ce.timeout,
-                       netmask=ce.netmask, pe_name=ce.pe)
+                       scheduler=absolute(ce.sched or DEF_SCHED, cwd), flags=ce.flags,
+                       timeout=ce.timeout, netmask=ce.netmask, pe_name=ce.pe)
 
 
 def _dest_spec(ce: Command) -> DestSpec:
@@ -96,7 +99,7 @@ def _execute(o: Out, ce: Command, director) -> int:
             table.flush(director.now())
         elif ce.cmd in (CMD_ADD, CMD_EDIT):
             op = "add_service" if ce.cmd == CMD_ADD else "update_service"
-            spec = _svc_spec(ce)
+            spec = _svc_spec(ce, o.cwd)
             if ce.pe and ce.pe not in PERSISTENCE_ENGINES:
                 raise IPVSError(errno.ENOENT)
             if ce.cmd == CMD_ADD:
@@ -130,7 +133,7 @@ def _execute(o: Out, ce: Command, director) -> int:
             op = "start_daemon" if ce.cmd == CMD_STARTDAEMON else "stop_daemon"
             daemon_command(o, ce)
     except IPVSError as err:
-        o.e(ipvs_strerror(op, err.errno) + "\n")
+        o.e((err.detail or ipvs_strerror(op, err.errno)) + "\n")
         return -1
     return 0
 
@@ -212,11 +215,14 @@ def _restore(o: Out, stdin: str, director, reading_stdin: bool) -> int:
     return result
 
 
-def run(argv: list[str], stdin: str, director, sync=None) -> tuple[int, str, str]:
+def run(argv: list[str], stdin: str, director, sync=None,
+        cwd: str | None = None) -> tuple[int, str, str]:
     """Execute one ipvsadm invocation; argv excludes the program name.  ``sync``: the
-    director's sync daemons (engine/sync/daemon.py), if it has any."""
+    director's sync daemons (engine/sync/daemon.py), if it has any; ``cwd``: the
+    caller's directory, against which relative plugin paths are read."""
     o = Out()
     o.sync = sync
+    o.cwd = cwd
     try:
         if not argv:
             list_all(o, director, 0)

@@ -67,6 +67,7 @@ class Out:
         self.out: list[str] = []
         self.err: list[str] = []
         self.sync = None  # engine/sync/daemon.py SyncDaemons, for the daemon commands
+        self.cwd: str | None = None  # pyvsadm's directory: relative plugin paths are its
 
     def p(self, s: str) -> None:
         self.out.append(s)

@@ -5,6 +5,9 @@ Entry points used by the CLI (``pyvs lab up|down``)::
     lab_up(mode, real_servers, clients, name=None) -> dict   # describe() of the lab
     lab_down(name) -> list[str]                               # namespaces removed
 
+Rootless labs (a user namespace of their own): engine/lab/rootless.py; the command
+line: engine/lab/labcli.py.
+
 ``lab_up`` leaves the lab and its real servers running, detached from the caller.
 In tests use ``NatLab`` as a context manager instead.
 """
@@ -40,7 +43,8 @@ __all__ = [
 ]
 
 
-def lab_up(mode: str, real_servers: int, clients: int, name: str | None = None) -> dict:
+def lab_up(mode: str, real_servers: int, clients: int, name: str | None = None,
+           server_options: dict[str, list[str]] | None = None) -> dict:
     """Build a lab of ``mode`` ("nat", "dr" or "tun"), start one real server (HTTP :80, UDP :53) per
     real-server namespace, detached, and return the lab's ``describe()``."""
     try:
@@ -48,7 +52,7 @@ def lab_up(mode: str, real_servers: int, clients: int, name: str | None = None) 
     except KeyError:
         raise LabError(f"lab mode {mode!r} not available (have: {', '.join(LABS)})") from None
     lab = cls(name=name, real_servers=real_servers, clients=clients,
-              start_servers=True, detached=True)
+              start_servers=True, detached=True, server_options=server_options)
     lab.up()
     return lab.describe()
 

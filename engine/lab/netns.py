@@ -241,8 +241,8 @@ def link_stats(ns: str) -> dict[str, dict[str, int]]:
     out = {}
     with NetNS(ns) as ipr:
         for link in ipr.get_links():
-            st = link.get("IFLA_STATS64") or {}
-            out[link.get("IFLA_IFNAME")] = {k: int(st.get(k, 0)) for k in (
+            st = link.get_attr("IFLA_STATS64") or {}
+            out[link.get_attr("IFLA_IFNAME")] = {k: int(st.get(k, 0)) for k in (
                 "rx_bytes", "rx_packets", "tx_bytes", "tx_packets")}
     return out
 
@@ -253,7 +253,7 @@ def addrs(ns: str, ifname: str | None = None) -> list[str]:
     with NetNS(ns) as ipr:
         kw = {"index": _index(ipr, ifname)} if ifname else {}
         for msg in ipr.get_addr(**kw):
-            out.append(f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}")
+            out.append(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
     return out
 
 

@@ -26,6 +26,10 @@ again whenever it changes, one ``key=value`` per line:
     dns=ok|refused                refused: DNS answers carry rcode 5 (REFUSED)
 A missing or empty file means everything ok.
 
+``--delay DIST`` and ``--capacity K`` make a slower or smaller server: every HTTP
+request is served in a time drawn from DIST (seconds) holding one of K slots; the rest
+wait their turn (engine/lab/pace.py; headers X-Queue-Wait, X-Service-Time).
+
 With no ``--bind`` it listens on every IPv4 and IPv6 address (one socket per family).
 ``--ready-file PATH`` is written once every socket is listening.
 """
@@ -48,6 +52,8 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from pyvs.engine.lab.pace import NO_PACE, Pace
 
 CHUNK = 64 * 1024
 HANG_LIMIT = 600.0  # a hung request is closed after this long at most
@@ -137,6 +143,8 @@ class Handler(BaseHTTPRequestHandler):
     name = "server"
     verbose = False
     control = NO_CONTROL
+    pace = NO_PACE
+    timing: tuple[float, float] | None = None  # (queue wait, service time) of a paced request
 
     def _failure(self) -> bool:
         """Act out the control file's http mode; True when the request is handled."""
@@ -164,11 +172,23 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("X-Server", self.name)
+        self._timing_headers()
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def _timing_headers(self) -> None:
+        if self.timing is not None:
+            self.send_header("X-Queue-Wait", f"{self.timing[0]:.6f}")
+            self.send_header("X-Service-Time", f"{self.timing[1]:.6f}")
+
     def do_GET(self):  # noqa: N802 - http.server API
+        if not self.pace.paced:
+            return self._get()
+        with self.pace.request() as self.timing:
+            return self._get()
+
+    def _get(self):
         if self._failure():
             return
         path = self.path.split("?", 1)[0]
@@ -188,6 +208,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(n))
         self.send_header("X-Server", self.name)
+        self._timing_headers()
         self.end_headers()
         for c in pattern_chunks(n):
             self.wfile.write(c)
@@ -220,6 +241,12 @@ class Handler(BaseHTTPRequestHandler):
                 yield c
 
     def do_POST(self):  # noqa: N802 - http.server API
+        if not self.pace.paced:
+            return self._post()
+        with self.pace.request() as self.timing:
+            return self._post()
+
+    def _post(self):
         if self._failure():
             return
         h = hashlib.sha256()
@@ -348,13 +375,14 @@ def serve(
     tls_port: int = 0,
     cert: str | None = None,
     key: str | None = None,
+    pace: Pace = NO_PACE,
 ) -> None:
     """Run until SIGTERM/SIGINT."""
     if control is None and ready_file:
         control = os.path.join(os.path.dirname(ready_file) or ".", f"{name}.control")
     ctl = Control(control)
     handler = type("NamedHandler", (Handler,), {"name": name, "verbose": verbose,
-                                                "control": ctl})
+                                                "control": ctl, "pace": pace})
     if bind:
         targets = [(ipaddress.ip_address(a).version, a) for a in bind]
     else:
@@ -418,11 +446,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tls-port", type=int, default=0, help="also serve HTTP over TLS here")
     p.add_argument("--cert", help="TLS certificate (PEM), with --tls-port")
     p.add_argument("--key", help="TLS private key (PEM), with --tls-port")
+    p.add_argument("--delay", metavar="DIST", help="service time of an HTTP request, in "
+                   "seconds: a number or a distribution (exp:mean=0.02, ...)")
+    p.add_argument("--capacity", metavar="K", help="HTTP requests served at once (the "
+                   "others queue); default: no limit")
     a = p.parse_args(argv)
     if a.tls_port and not (a.cert and a.key):
         p.error("--tls-port needs --cert and --key")
+    try:
+        pace = Pace.of(a.name, a.delay, a.capacity)
+    except ValueError as err:
+        p.error(str(err))
     serve(a.name, a.tcp_port, a.udp_port, a.bind, a.ready_file, a.verbose, a.control,
-          a.tls_port, a.cert, a.key)
+          a.tls_port, a.cert, a.key, pace)
     return 0
 
 

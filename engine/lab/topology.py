@@ -71,14 +71,14 @@ def lab_namespaces(name: str) -> list[str]:
     return [n for n in nx.list_ns() if pat.match(n)]
 
 
-def down_by_name(name: str) -> list[str]:
+def down_by_name(name: str, state_root: Path = STATE_DIR) -> list[str]:
     """Tear down lab ``name``: kill every process inside its namespaces, delete them,
     remove its state directory.  Returns the namespaces removed.  Idempotent."""
     found = lab_namespaces(name)
     # director first (stops forwarding), then the rest
     found.sort(key=lambda n: (not n.endswith("-director"), n))
     errors = nx.delete_all(found)
-    shutil.rmtree(STATE_DIR / name, ignore_errors=True)
+    shutil.rmtree(state_root / name, ignore_errors=True)
     if errors:
         raise LabError("; ".join(errors))
     return found
@@ -144,7 +144,12 @@ class Lab:
         tcp_port: int = 80,
         udp_port: int = 53,
         detached: bool = False,
+        state_root: Path = STATE_DIR,
+        server_options: dict[str, list[str]] | None = None,
     ):
+        """``state_root``: where the state directory goes (a rootless lab's is the
+        user's, engine/lab/rootless.py); ``server_options``: extra arguments of the real
+        servers (engine/lab/servers.py), by server name, ``"*"`` for every one."""
         if not 1 <= real_servers <= MAX_REAL_SERVERS:
             raise LabError(f"real_servers must be 1..{MAX_REAL_SERVERS}")
         if not 1 <= clients <= MAX_CLIENTS:
@@ -156,6 +161,8 @@ class Lab:
         self.tcp_port = tcp_port
         self.udp_port = udp_port
         self.detached = detached
+        self.state_root = Path(state_root)
+        self.server_options = dict(server_options or {})
         self.created: list[str] = []  # namespaces this object created, in order
         self.servers: dict[str, subprocess.Popen | int] = {}
         self.is_up = False
@@ -169,7 +176,7 @@ class Lab:
 
     @property
     def state_dir(self) -> Path:
-        return STATE_DIR / self.name
+        return self.state_root / self.name
 
     def _new_ns(self, role: str) -> str:
         name = self.ns(role)
@@ -221,7 +228,7 @@ class Lab:
         if self._owns_name:
             # anything with our name that we lost track of (e.g. interrupted create)
             try:
-                down_by_name(self.name)
+                down_by_name(self.name, self.state_root)
             except LabError as e:
                 errors.append(str(e))
             self._owns_name = False
@@ -273,6 +280,7 @@ class Lab:
                 sys.executable, "-m", "pyvs.engine.lab.servers", "--name", rs["name"],
                 "--tcp-port", str(self.tcp_port), "--udp-port", str(self.udp_port),
                 "--ready-file", str(rf),
+                *self.server_options.get("*", ()), *self.server_options.get(rs["name"], ()),
             ]
             try:
                 p = nx.popen(
@@ -812,7 +820,9 @@ class TunLab(_SegmentLab):
         deadline = time.monotonic() + timeout
         while not ready.exists():
             if p.poll() is not None:
-                raise LabError(f"pyvs realserver in {rs['name']} exited ({p.returncode})")
+                why = self.server_log(f"{rs['name']}.tun").strip().splitlines()
+                raise LabError(f"pyvs realserver in {rs['name']} exited ({p.returncode})"
+                               + (f": {why[-1]}" if why else ""))
             if time.monotonic() > deadline:
                 raise LabError(f"pyvs realserver in {rs['name']} not ready after {timeout}s")
             time.sleep(0.02)
