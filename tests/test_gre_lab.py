@@ -76,7 +76,10 @@ def test_gre_tunnel_carries_real_tcp_intact(gre_lab, csum):
                     text=True, check=True).stdout
     assert f"mtu {1472 if csum else 1476}" in route, route
     after = router_packets(lab)
-    assert after["47"] - before["47"] > 2_000_000 // 1500  # the client's side, in GRE
+    # The client's side crosses the router in GRE: every one of the 5 connections sends at
+    # least SYN, ACK, request and FIN (the download's ACK count depends on GRO and delayed
+    # ACKs, so it is not counted on).
+    assert after["47"] - before["47"] >= 5 * 4
     assert after["4"] == before["4"]  # and nothing in IPIP
     proc.adm("-C")
 
@@ -96,6 +99,6 @@ def test_gre_over_ipv6(gre_lab):
     digest, n = lab.fetch_sha256(lab.url(lab.VIP6, path=f"/bytes/{SIZE}"), timeout=120)
     assert n == SIZE and digest == servers.pattern_sha256(SIZE)
     after = router_packets(lab, "ip6tables")
-    assert after["47"] - before["47"] > 100  # the client's ACKs, in GRE over IPv6
+    assert after["47"] - before["47"] >= 5 * 4  # SYN, ACK, request, FIN of 5 connections
     assert after["41"] == before["41"]
     proc.adm("-C")
