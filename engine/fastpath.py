@@ -20,7 +20,13 @@ How a batch goes:
      its handling cannot change anything but counters and timers: a masquerading
      entry whose destination is available, a TCP state that an ACK leaves as it is
      (engine/proto/tcp.py ack_keeps_state), no NOOUTPUT flag to clear.  For those
-     the loop counts in_pkts and notes the new address/port; what Director.handle
+     the loop counts in_pkts and notes the new address/port.  Direct-routing and IPIP
+     entries take it too when their forwarder says the packet needs nothing but the
+     TTL and one frame out (DirectRoute.ready_hop: on-link, neighbour resolved, nothing
+     queued; Tunnel.ready_plan: plain IPIP over IPv4, path MTU large enough): the frame
+     (DR: new MACs, sent from where it sits) or the outer packet (forwarders/encap.py's
+     header) is queued in l2_outbox / outbox in packet order as the forwarders queue
+     theirs (engine/bufref.py), verdict DROP as theirs.  What Director.handle
      would do besides is done once per batch with the core's batch operations (the
      protocol's keep_state_many, ConnTable.put_many).  Every other frame (new flows,
      SYN/FIN/RST, ICMP, IPv6, anything odd) is copied out and handed to
@@ -43,18 +49,28 @@ from operator import and_, attrgetter, lshift, or_
 
 import numpy as np
 
+from pyvs.engine.bufref import BufRef
 from pyvs.engine.csum import TTL_DELTA, csum_adjust
-from pyvs.engine.model import CONN_F_NOOUTPUT, DEST_F_AVAILABLE, FWD_MASK
+from pyvs.engine.model import (
+    CONN_F_NOOUTPUT,
+    DEST_F_AVAILABLE,
+    FWD_DROUTE,
+    FWD_MASK,
+    FWD_MASQ,
+    FWD_TUNNEL,
+)
 from pyvs.engine.packet import Malformed, parse
 from pyvs.engine.proto import INPUT, INPUT_ONLY, OUTPUT, PROTOCOLS
 from pyvs.engine.proto.tcp import ack_keeps_state
 from pyvs.engine.verdict import ACCEPT, DROP, FORWARD
+from pyvs.forwarders.encap import ipip_headers, set_ipv4_header_csums
 
 ETH = 14
 HDR = ETH + 20 + 20  # Ethernet + IPv4 without options + TCP without options
 _COLS = np.arange(HDR, dtype=np.int64)
 _WB = np.arange(ETH + 8, HDR, dtype=np.int64)  # TTL .. end of a TCP header
-_NOT_FAST = CONN_F_NOOUTPUT | FWD_MASK  # any of these bits: slow (or not MASQ)
+_L2TTL = np.r_[0:12, ETH + 8:ETH + 12]  # the MACs, and TTL .. header checksum
+
 _TCP, _UDP = 6, 17
 _M48 = (1 << 48) - 1
 _IKEY, _DADDR, _DPORT = (attrgetter(a) for a in ("ikey", "daddr", "dport"))
@@ -141,10 +157,31 @@ class FastPath:
         pre_in = in_get_many(keys)
         clean = True
 
+        # direct routing / tunnel: the forwarders' answers for this batch, asked again
+        # after any packet took the per-packet way (it may have queued or learned)
+        ctx = d.ctx
+        fwds = d.forwarders
+        dr, tun = fwds[FWD_DROUTE], fwds[FWD_TUNNEL]
+        ways: dict = {}
+        ways_gen = 0
+        in_only_stays = stays[INPUT_ONLY]
+        tots = tot.tolist()
+        offl = offs.tolist()
+        l2_outbox, outbox = d.l2_outbox, d.outbox
+        nat_i: list[int] = []  # fast requests by method: NAT (rewritten, FORWARD) ...
+        nat_c: list = []
+        nat_d: list = []
+        dr_i: list[int] = []  # ... direct routing (frame queued in l2_outbox) ...
+        dr_h: list = []
+        tun_i: list[int] = []  # ... IPIP (outer packet queued in outbox)
+        tun_p: list = []
+        tun_at: list[int] = []
+        tunbuf = None
+        tun_pos = 0
         out_i: list[int] = []  # fast replies: frame index, conn, its destination
         out_c: list = []
         out_d: list = []
-        in_i: list[int] = []  # fast requests
+        in_i: list[int] = []  # fast requests, every method
         in_c: list = []
         in_d: list = []
         fast = slow = 0
@@ -163,7 +200,8 @@ class FastPath:
                     flags = conn.flags
                     dest = conn.dest
                     p = protos[i]
-                    if (flags & _NOT_FAST or dest is None or not dest.flags & DEST_F_AVAILABLE
+                    if (flags & (CONN_F_NOOUTPUT | FWD_MASK) or dest is None
+                            or not dest.flags & DEST_F_AVAILABLE
                             or (p == _TCP and conn.state not in out_stays)):
                         verdicts[i] = slow_packet(buf, int(offs[i]), int(lens[i]), now)
                         slow += 1
@@ -186,12 +224,56 @@ class FastPath:
             flags = conn.flags
             dest = conn.dest
             p = protos[i]
-            if (flags & _NOT_FAST or dest is None or not dest.flags & DEST_F_AVAILABLE
-                    or (p == _TCP and conn.state not in in_stays)):
-                verdicts[i] = slow_packet(buf, int(offs[i]), int(lens[i]), now)
-                slow += 1
-                clean = False
-                continue
+            fwd = flags & FWD_MASK
+            if fwd == FWD_MASQ:
+                if (flags & CONN_F_NOOUTPUT or dest is None
+                        or not dest.flags & DEST_F_AVAILABLE
+                        or (p == _TCP and conn.state not in in_stays)):
+                    verdicts[i] = slow_packet(buf, int(offs[i]), int(lens[i]), now)
+                    slow += 1
+                    clean = False
+                    continue
+                nat_i.append(i)
+                nat_c.append(conn)
+                nat_d.append(dest)
+            else:  # direct routing or IPIP: when its forwarder says it is that simple
+                ready = None
+                if ((fwd == FWD_DROUTE or fwd == FWD_TUNNEL) and dest is not None
+                        and dest.flags & DEST_F_AVAILABLE
+                        and (p != _TCP or conn.state in (in_only_stays
+                                                         if flags & CONN_F_NOOUTPUT
+                                                         else in_stays))):
+                    if ways_gen != slow:  # a packet went the per-packet way: ask again
+                        ways.clear()
+                        ways_gen = slow
+                    daddr = conn.daddr
+                    key = (fwd, id(dest), daddr)
+                    ready = ways.get(key, ways)
+                    if ready is ways:
+                        ready = (dr.ready_hop(ctx, daddr) if fwd == FWD_DROUTE
+                                 else tun.ready_plan(ctx, conn))
+                        ways[key] = ready
+                    if ready is not None and tots[i] > ready.mtu:
+                        ready = None  # fragments or ICMP frag needed: per packet
+                if ready is None:
+                    verdicts[i] = slow_packet(buf, int(offs[i]), int(lens[i]), now)
+                    slow += 1
+                    clean = False
+                    continue
+                if fwd == FWD_DROUTE:
+                    dr_i.append(i)
+                    dr_h.append(ready)
+                    l2_outbox.append((ready.ifname,
+                                      BufRef(buf, offl[i], ETH + tots[i], ready.ifindex)))
+                else:
+                    if tunbuf is None:
+                        tunbuf = np.empty(int(tot[elig].sum()) + 20 * n, dtype=np.uint8)
+                    tun_i.append(i)
+                    tun_p.append(ready)
+                    tun_at.append(tun_pos)
+                    outbox.append(BufRef(tunbuf, tun_pos, 20 + tots[i]))
+                    tun_pos += 20 + tots[i]
+                verdicts[i] = DROP  # sent through an outbox, as the forwarders do
             conn.in_pkts += 1
             if observe is not None:
                 observe(conn)
@@ -218,9 +300,17 @@ class FastPath:
         if out_i:
             self._rewrite(buf, offs, tot, proto, h, out_i, out_c, out_d, True)
             verdicts[out_i] = FORWARD
-        if in_i:
-            self._rewrite(buf, offs, tot, proto, h, in_i, in_c, in_d, False)
-            verdicts[in_i] = FORWARD
+        if nat_i:
+            self._rewrite(buf, offs, tot, proto, h, nat_i, nat_c, nat_d, False)
+            verdicts[nat_i] = FORWARD
+        if dr_i:
+            self._route(buf, offs, h, dr_i, dr_h)
+        if tun_i:
+            self._encapsulate(buf, offs, tot, h, tun_i, tun_p, tunbuf, tun_at)
+        if dr_i or tun_i:  # counted as Director.count_in does, in packet order's sums
+            routed = sorted(dr_i + tun_i)
+            by_row = dict(zip(in_i, in_d, strict=True))
+            self._count(tot, routed, [by_row[i] for i in routed], False)
         return verdicts
 
     # ------------------------------------------------------------------------------------
@@ -243,7 +333,6 @@ class FastPath:
     def _rewrite(self, buf, offs, tot, proto, h, rows, conns, dests, reply: bool) -> None:
         """SNAT (reply: source := VIP:vport) or DNAT (request: dest := RS:rport) of the
         fast frames, checksums updated as forwarders/nat.py does, and counting."""
-        d = self.director
         r = np.asarray(rows, dtype=np.int64)
         o = offs[r]
         hh = h[r]
@@ -291,7 +380,46 @@ class FastPath:
             nc[nc == 0] = 0xFFFF
             w[udp, uc] = np.where(c != 0, nc, 0)  # UDP checksum 0 = none: left alone
         buf[o[:, None] + _WB] = hh[:, _WB]
-        # counters: per destination (Director.count_in / count_out)
+        self._count(tot, r, dests, reply)
+
+    def _route(self, buf, offs, h, rows, hops) -> None:
+        """Direct routing (forwarders/dr.py): TTL - 1 with the checksum as ip_decrease_ttl,
+        and the Ethernet header toward the real server's MAC (the frames already sit in
+        ``l2_outbox``)."""
+        r = np.asarray(rows, dtype=np.int64)
+        o = offs[r]
+        w = h[r].view(">u2")
+        w[:, (ETH + 8) >> 1] -= 0x100
+        cs = (ETH + 10) >> 1
+        w[:, cs] = csum_adjust(w[:, cs].astype(np.int64), TTL_DELTA)
+        hh = w.view(np.uint8)
+        macs = np.frombuffer(b"".join(hp.dst_mac + hp.src_mac for hp in hops),
+                             dtype=np.uint8).reshape(len(rows), 12)
+        hh[:, :12] = macs
+        buf[o[:, None] + _L2TTL] = hh[:, _L2TTL]
+
+    def _encapsulate(self, buf, offs, tot, h, rows, plans, tunbuf, at) -> None:
+        """IPIP (forwarders/tun.py): the inner packet with its TTL decremented and its
+        header checksum recomputed, behind the outer header forwarders/encap.py makes,
+        written into ``tunbuf`` where the queued references point."""
+        r = np.asarray(rows, dtype=np.int64)
+        inner = h[r][:, ETH:ETH + 20].copy()
+        inner[:, 8] -= 1
+        set_ipv4_header_csums(inner)
+        saddr = np.frombuffer(b"".join(p.saddr for p in plans), np.uint8).reshape(-1, 4)
+        daddr = np.frombuffer(b"".join(p.daddr for p in plans), np.uint8).reshape(-1, 4)
+        outer = ipip_headers(inner, saddr, daddr, plans[0].copy_df)
+        starts = np.asarray(at, dtype=np.int64)
+        for s, o, ln in zip(at, (offs[r] + ETH).tolist(), tot[r].tolist(), strict=True):
+            tunbuf[s + 20: s + 20 + ln] = buf[o: o + ln]
+        cols = np.arange(20, dtype=np.int64)
+        tunbuf[starts[:, None] + cols] = outer
+        tunbuf[starts[:, None] + 20 + cols] = inner
+
+    def _count(self, tot, r, dests, reply: bool) -> None:
+        """Director.count_in / count_out, summed per destination."""
+        d = self.director
+        m = len(dests)
         lens = tot[r]  # destinations as they were when each frame was handled
         ids = np.fromiter(map(id, dests), np.uint64, m)
         if (ids == ids[0]).all():  # one destination (np.unique costs more)

@@ -15,6 +15,7 @@ dropped after ``RESOLVE_TIMEOUT`` (counted ``neigh-failed``).
 from __future__ import annotations
 
 import struct
+from typing import NamedTuple
 
 from pyvs.engine.neigh import RESOLVE_TIMEOUT, Pending, Route
 from pyvs.engine.packet import PacketInfo, dec_ttl
@@ -37,6 +38,16 @@ def dr_rewrite(buf: bytearray, info: PacketInfo) -> None:
     dec_ttl(buf, info)
 
 
+class ReadyHop(NamedTuple):
+    """One frame's way out for direct routing: interface, neighbour MAC, own MAC."""
+
+    ifindex: int
+    ifname: str
+    dst_mac: bytes
+    src_mac: bytes
+    mtu: int
+
+
 class DirectRoute(RoutedForwarder):
     name = "Route"
 
@@ -46,6 +57,23 @@ class DirectRoute(RoutedForwarder):
 
     def to_real(self, ctx, buf, info, conn) -> int:
         return self._xmit(ctx, buf, info, conn, False)
+
+    def ready_hop(self, ctx: ForwardContext, daddr: bytes) -> ReadyHop | None:
+        """Where ``_xmit`` would send a packet for real server ``daddr`` right now, if it
+        would only decrement the TTL and send one frame (the batch path's question,
+        engine/fastpath.py): on-link, not local, neighbour resolved, nothing queued for
+        it.  None whenever the per-packet path has more to do; a packet longer than
+        ``mtu`` is the caller's to hand over."""
+        routes = ctx.routes
+        route = routes.route(daddr)
+        if route is None or route.local or route.gateway is not None:
+            return None
+        if (route.ifindex, daddr) in self.pending:
+            return None
+        mac = routes.mac(route, daddr)
+        if mac is None:
+            return None
+        return ReadyHop(route.ifindex, route.ifname, mac, route.lladdr, route.mtu)
 
     def icmp_to_real(self, ctx, buf, info, inner, conn) -> int:
         return self._xmit(ctx, buf, info, conn, True)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import struct
 import zlib
 
-from pyvs.engine.csum import checksum, pseudo_header_sum
+import numpy as np
+
+from pyvs.engine.csum import checksum, csum_finish, pseudo_header_sum
 from pyvs.engine.model import TUN_TYPE_GRE, TUN_TYPE_GUE, TUN_TYPE_IPIP
 from pyvs.engine.packet import IPPROTO_UDP, set_ipv4_header_csum
 
@@ -109,6 +111,41 @@ def encapsulate(inner: bytes | bytearray, saddr: bytes, daddr: bytes, *, pmtu_di
         hdr = bytearray(_ip6.pack(0x60000000 | (tos << 20), len(payload), proto, ttl, saddr,
                                   daddr))
     return hdr + payload
+
+
+def ipip_headers(inner: np.ndarray, saddr: np.ndarray, daddr: np.ndarray,
+                 copy_df: bool) -> np.ndarray:
+    """``encapsulate`` for many IPv4-in-IPv4 packets at once, header only: ``inner`` holds
+    the inner IPv4 headers (m, 20) with the TTL already decremented, ``saddr``/``daddr``
+    the outer addresses (m, 4).  Returns the outer headers (m, 20) with ip_vs_tunnel_xmit's
+    fields: TOS by INET_ECN_encapsulate, total length, ID 0 (the raw socket picks it as
+    ip_select_ident would), DF copied when ``copy_df`` (pmtu_disc), the inner TTL,
+    protocol 4, and the header checksum.  The caller recomputes the inner checksum."""
+    m = len(inner)
+    out = np.zeros((m, 20), dtype=np.uint8)
+    out[:, 0] = 0x45
+    tos = inner[:, 1]
+    out[:, 1] = np.where(tos & 3 == 3, (tos & 0xFC) | 2, tos)
+    total = ((inner[:, 2].astype(np.int64) << 8) | inner[:, 3]) + 20
+    out[:, 2] = total >> 8
+    out[:, 3] = total & 0xFF
+    if copy_df:
+        out[:, 6] = inner[:, 6] & 0x40
+    out[:, 8] = inner[:, 8]
+    out[:, 9] = IPPROTO_IPIP
+    out[:, 12:16] = saddr
+    out[:, 16:20] = daddr
+    set_ipv4_header_csums(out)
+    return out
+
+
+def set_ipv4_header_csums(hdrs: np.ndarray) -> None:
+    """ip_send_check() on many 20-byte IPv4 headers (m, 20) in place."""
+    hdrs[:, 10:12] = 0
+    w = hdrs.astype(np.int64)
+    c = csum_finish((w[:, 0::2] << 8 | w[:, 1::2]).sum(axis=1))
+    hdrs[:, 10] = c >> 8
+    hdrs[:, 11] = c & 0xFF
 
 
 def fragment_v4(packet: bytes | bytearray, mtu: int, ident: int) -> list[bytes]:

@@ -32,6 +32,8 @@ Outer header (ip_vs_prepare_tunneled_skb; docs/ipvs-semantics.md, "Tunnelling"):
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from pyvs.engine.model import TUN_TYPE_GRE, TUN_TYPE_GUE, TUN_TYPE_IPIP
 from pyvs.engine.packet import PacketInfo, dec_ttl
 from pyvs.engine.verdict import ACCEPT, DROP
@@ -40,10 +42,41 @@ from pyvs.forwarders.encap import GUE_HLEN, encapsulate, fragment_v4, gre_hlen
 from pyvs.forwarders.routed import RoutedForwarder
 
 
+class TunnelPlan(NamedTuple):
+    """The outer IPv4 header every IPIP packet toward one real server shares: source,
+    destination, whether DF is copied from the inner packet (pmtu_disc), and the
+    largest inner packet that goes without ICMP or fragmentation."""
+
+    saddr: bytes
+    daddr: bytes
+    copy_df: bool
+    mtu: int  # the largest inner packet
+
+
 class Tunnel(RoutedForwarder):
     """ip_vs_tunnel_xmit / ip_vs_tunnel_xmit_v6."""
 
     name = "Tunnel"
+
+    def ready_plan(self, ctx: ForwardContext, conn) -> TunnelPlan | None:
+        """The outer header ``_xmit`` would put on an IPv4 packet of ``conn`` now, if all
+        it would do is decrement the TTL and encapsulate in plain IPIP (the batch path's
+        question, engine/fastpath.py).  None for GUE/GRE, an IPv6 outer header, a local
+        or unroutable real server, a path MTU too small: the per-packet path decides
+        those.  A packet longer than ``mtu`` is the caller's to hand over."""
+        dest = conn.dest
+        if dest is None or dest.tun_type != TUN_TYPE_IPIP:
+            return None
+        daddr = conn.daddr
+        if len(daddr) != 4:
+            return None
+        route = ctx.routes.route(daddr)
+        if route is None or route.local:
+            return None
+        mtu = ctx.pmtu.get(daddr, route.mtu, ctx.now()) - 20
+        if mtu < 68:
+            return None
+        return TunnelPlan(route.src or bytes(4), daddr, bool(ctx.sysctl.pmtu_disc), mtu)
 
     def to_real(self, ctx, buf, info, conn) -> int:
         return self._xmit(ctx, buf, info, conn, False)

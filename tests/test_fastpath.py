@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyvs.engine import ipvsadm
+from pyvs.engine.bufref import BufRef
 from pyvs.engine.clock import VirtualClock
 from pyvs.engine.director import Director
 from pyvs.engine.fastpath import FastPath
@@ -269,8 +270,14 @@ def one_batch(slow: Director, fast: Director, fp: FastPath,
     frames, block, offs, lens = frames_block(pkts)
     got = fp.run(block, offs, lens)
     assert list(got) == want
+    # a direct-routing frame the fast path queued is sent from where it sits: its bytes
+    # are compared as the l2_outbox entry they are (snapshot), not as a dropped frame
+    sent_in_place = {f.off for _i, f in fast.l2_outbox
+                     if isinstance(f, BufRef) and f.buf is block}
     for o, f, sb, v in zip(offs, frames, slow_bufs, want, strict=True):
         out = bytes(block[o + 14:o + len(f)])
+        if v == DROP and o in sent_in_place:
+            continue
         assert out == (bytes(sb) if v == FORWARD else f[14:])
     assert snapshot(fast) == snapshot(slow)
     return slow_bufs
@@ -390,8 +397,12 @@ def test_every_change_between_batches_on_established_flows():
         one_batch(slow, fast, fp, data)
         # what this test covers really happens: the fast path takes the NAT flows, the
         # tunnels and direct routing send packets, IPv6 and templates are in the table
-        assert fp.fast - fast_before == 4 * 3 * 5 + 4  # IPv4 NAT: 5 services, 1 mixed
+        # IPv4 NAT: 5 services, 1 mixed, every packet of a flow; IPv4 DR and TUN (the
+        # mixed service's one flow each, 3 DR flows, 3 UDP tunnel flows): the requests
+        assert fp.fast - fast_before == 4 * 3 * 5 + 4 + 2 * (1 + 1 + 3 + 3)
         assert fast.outbox and fast.l2_outbox
+        assert any(isinstance(f, BufRef) for _i, f in fast.l2_outbox)  # DR, batch path
+        assert any(isinstance(p, BufRef) for p in fast.outbox)  # TUN, batch path
         assert any(len(c.caddr) == 16 for c in fast.conntable.entries())
         assert sum(c.is_template for c in fast.conntable.entries()) >= 6
         apply_change([slow, fast], ch)

@@ -13,7 +13,10 @@ or the AF_XDP UMEM) and a ``send`` function for frames ready to go out.  For eac
      one packet at a time through Director.process;
   4. transmit: FORWARD frames get the next hop's Ethernet header (engine/io/nexthop.py)
      and go out through ``send``; ACCEPT frames, and frames whose neighbour is not
-     resolved yet, go to the kernel through the raw IP socket (which resolves it).
+     resolved yet, go to the kernel through the raw IP socket (which resolves it);
+     direct-routing frames the fast path queued in the director's l2_outbox go out
+     through ``send`` from the block too (counted ``routed``), tunnel packets through
+     the raw IP socket as the per-packet path sends them.
 Batches of up to SMALL_BATCH frames take ``run_small``: the same steps one frame at a
 time, since numpy's fixed cost would make a single frame wait ~200 us
 (tests/test_port_small_batch.py proves both ways agree).
@@ -26,6 +29,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from pyvs.engine.bufref import BufRef, as_bytes
 from pyvs.engine.csum import TTL_DELTA, csum_adjust, csum_finish, csum_verifies
 from pyvs.engine.fastpath import FastPath
 from pyvs.engine.io.match import MAX_HEAD, TP_STATUS_VLAN_VALID, Match
@@ -38,7 +42,8 @@ from pyvs.engine.verdict import ACCEPT, FORWARD
 
 SMALL_BATCH = 8  # up to this many frames: one at a time (run_small)
 _TCP, _UDP = 6, 17
-COUNTERS = ("frames", "mine", "forward", "to-kernel", "truncated", "bad-ip-checksum")
+COUNTERS = ("frames", "mine", "forward", "routed", "to-kernel", "truncated",
+            "bad-ip-checksum")
 
 Send = Callable[[int, np.ndarray, np.ndarray, np.ndarray], None]
 
@@ -182,9 +187,47 @@ class BatchPipeline:
         lens = snaps[sel]
         verdicts = self.fast.run(buf, o, lens)
         self._transmit(buf, base, o, lens, verdicts, ethertype[sel])
+        if d.l2_outbox:
+            self._send_routed(buf, base)
         if d.outbox or d.l2_outbox:
             self.raw.flush(d)
         return len(sel)
+
+    def _send_routed(self, buf: np.ndarray, base: int) -> None:
+        """The director's l2_outbox in order: runs of direct-routing frames the fast path
+        left in this batch's buffer (engine/bufref.py) go out with ``send`` from where they
+        sit; a frame the per-packet forwarder made goes through the raw socket between
+        them, so a flow's frames keep their order."""
+        d = self.director
+        tx = self.tx
+        run_offs: list[int] = []
+        run_lens: list[int] = []
+        run_names: list[int] = []
+        sent = failed = 0
+        for ifname, frame in d.l2_outbox:
+            if isinstance(frame, BufRef) and frame.buf is buf:
+                run_offs.append(frame.off)
+                run_lens.append(frame.length)
+                run_names.append(tx.name_addr(frame.ifindex, ETH_P_IP))
+                continue
+            if run_offs:
+                sent += self._send_run(base, run_offs, run_lens, run_names)
+            failed += not self.raw.send_frame(ifname, as_bytes(frame))
+        if run_offs:
+            sent += self._send_run(base, run_offs, run_lens, run_names)
+        d.l2_outbox.clear()
+        self.counters["routed"] += sent
+        if failed:
+            d.drops["send-error"] += failed
+
+    def _send_run(self, base: int, offs: list, lens: list, names: list) -> int:
+        n = len(offs)
+        self.send(base, np.array(offs, dtype=np.int64), np.array(lens, dtype=np.int64),
+                  np.array(names, dtype=np.uint64))
+        offs.clear()
+        lens.clear()
+        names.clear()
+        return n
 
     def run_small(self, buf: np.ndarray, base: int, offs: np.ndarray, snaps: np.ndarray,
                   wire: np.ndarray, status: np.ndarray) -> int:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import socket
 
+from pyvs.engine.bufref import as_bytes
+
 log = logging.getLogger("pyvs.raw")
 
 
@@ -48,11 +50,11 @@ class RawSender:
         failed = 0
         if director.outbox:
             for packet in director.outbox:
-                failed += not self.send(packet)
+                failed += not self.send(as_bytes(packet))
             director.outbox.clear()
         if director.l2_outbox:
             for ifname, frame in director.l2_outbox:
-                failed += not self.send_frame(ifname, frame)
+                failed += not self.send_frame(ifname, as_bytes(frame))
             director.l2_outbox.clear()
         if failed:
             director.drops["send-error"] += failed
