@@ -103,6 +103,9 @@ def pyvs_variants(caps: dict) -> tuple[list[dict], list[tuple[str, str]]]:
     label = best[1] if best else "nfqueue"
     if best and label != "ring":
         out.append({"case": f"pyvs NAT ({label})", "args": best, "method": "m"})
+        if "ring" in caps["io"]:  # the other batch port: DR and TUN take its fast path too
+            out.append({"case": "pyvs DR (ring)", "args": ["--io", "ring"], "method": "g"})
+            out.append({"case": "pyvs TUN (ring)", "args": ["--io", "ring"], "method": "i"})
     out.append({"case": f"pyvs DR ({label})", "args": best, "method": "g"})
     out.append({"case": f"pyvs TUN ({label})", "args": best, "method": "i"})
     return out, skipped

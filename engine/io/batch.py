@@ -15,8 +15,8 @@ or the AF_XDP UMEM) and a ``send`` function for frames ready to go out.  For eac
      and go out through ``send``; ACCEPT frames, and frames whose neighbour is not
      resolved yet, go to the kernel through the raw IP socket (which resolves it);
      direct-routing frames the fast path queued in the director's l2_outbox go out
-     through ``send`` from the block too (counted ``routed``), tunnel packets through
-     the raw IP socket as the per-packet path sends them.
+     through ``send`` from the block too (counted ``routed``), the tunnel packets it
+     built to the stack with sendmmsg on a raw IP socket (counted ``tunneled``).
 Batches of up to SMALL_BATCH frames take ``run_small``: the same steps one frame at a
 time, since numpy's fixed cost would make a single frame wait ~200 us
 (tests/test_port_small_batch.py proves both ways agree).
@@ -33,7 +33,7 @@ from pyvs.engine.bufref import BufRef, as_bytes
 from pyvs.engine.csum import TTL_DELTA, csum_adjust, csum_finish, csum_verifies
 from pyvs.engine.fastpath import FastPath
 from pyvs.engine.io.match import MAX_HEAD, TP_STATUS_VLAN_VALID, Match
-from pyvs.engine.io.mmsg import MmsgSender
+from pyvs.engine.io.mmsg import MmsgSender, RawMmsg
 from pyvs.engine.io.nexthop import NextHops
 from pyvs.engine.io.rxring import ETH_P_IP, ETH_P_IPV6, TP_STATUS_CSUMNOTREADY
 from pyvs.engine.packet import Malformed, parse, set_l4_checksum
@@ -42,7 +42,7 @@ from pyvs.engine.verdict import ACCEPT, FORWARD
 
 SMALL_BATCH = 8  # up to this many frames: one at a time (run_small)
 _TCP, _UDP = 6, 17
-COUNTERS = ("frames", "mine", "forward", "routed", "to-kernel", "truncated",
+COUNTERS = ("frames", "mine", "forward", "routed", "tunneled", "to-kernel", "truncated",
             "bad-ip-checksum")
 
 Send = Callable[[int, np.ndarray, np.ndarray, np.ndarray], None]
@@ -118,6 +118,7 @@ class BatchPipeline:
         self.send = send if send is not None else self.tx_send
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.small_batch = SMALL_BATCH  # batches up to this size: run_small
+        self.raw_tx: RawMmsg | None = None  # tunnel packets of the fast path (made on use)
 
     def update(self, services) -> None:
         self.match.update(Takes.of(services))
@@ -189,9 +190,56 @@ class BatchPipeline:
         self._transmit(buf, base, o, lens, verdicts, ethertype[sel])
         if d.l2_outbox:
             self._send_routed(buf, base)
+        if d.outbox:
+            self._send_tunneled()
         if d.outbox or d.l2_outbox:
             self.raw.flush(d)
         return len(sel)
+
+    def _send_tunneled(self) -> None:
+        """The director's outbox in order: runs of tunnel packets the fast path built
+        (engine/bufref.py) go to the stack many per sendmmsg on a raw IPv4 socket, as
+        engine/io/raw.py sends one; anything else through the raw socket between them."""
+        d = self.director
+        tx = self.raw_tx
+        if tx is None:
+            tx = self.raw_tx = RawMmsg()
+        addrs: list[int] = []
+        lens: list[int] = []
+        names: list[int] = []
+        base_of: dict[int, int] = {}
+        failed = 0
+        for packet in d.outbox:
+            if isinstance(packet, BufRef):
+                b = packet.buf
+                base = base_of.get(id(b))
+                if base is None:
+                    base = base_of[id(b)] = b.ctypes.data
+                off = packet.off
+                addrs.append(base + off)
+                lens.append(packet.length)
+                names.append(tx.name_in(b[off + 16: off + 20].tobytes()))
+                continue
+            if addrs:
+                failed += self._send_raw_run(addrs, lens, names)
+            failed += not self.raw.send(packet)
+        if addrs:
+            failed += self._send_raw_run(addrs, lens, names)
+        d.outbox.clear()
+        if failed:
+            d.drops["send-error"] += failed
+
+    def _send_raw_run(self, addrs: list, lens: list, names: list) -> int:
+        """One run of tunnel packets; returns how many the kernel refused."""
+        tx = self.raw_tx
+        errors = tx.errors
+        tx.send(np.array(addrs, dtype=np.uint64), np.array(lens, dtype=np.uint64),
+                np.array(names, dtype=np.uint64))
+        self.counters["tunneled"] += len(addrs)
+        addrs.clear()
+        lens.clear()
+        names.clear()
+        return tx.errors - errors
 
     def _send_routed(self, buf: np.ndarray, base: int) -> None:
         """The director's l2_outbox in order: runs of direct-routing frames the fast path
@@ -389,4 +437,6 @@ class BatchPipeline:
 
     def close(self) -> None:
         self.tx.close()
+        if self.raw_tx is not None:
+            self.raw_tx.close()
         self.hops.close()

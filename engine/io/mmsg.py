@@ -26,12 +26,15 @@ _sendmmsg.restype = ctypes.c_int
 class MmsgSender:
     """sendmmsg over one unbound AF_PACKET socket; each message names its interface."""
 
-    def __init__(self, max_batch: int = MAX_BATCH) -> None:
-        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-        try:
-            self.sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
-        except OSError:
-            pass
+    def __init__(self, max_batch: int = MAX_BATCH, sock: socket.socket | None = None) -> None:
+        """``sock``: another socket to send on instead (``RawMmsg``: a raw IP socket)."""
+        if sock is None:
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            try:
+                sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
+            except OSError:
+                pass
+        self.sock = sock
         self.max = max_batch
         self.iov = np.zeros((max_batch, 2), dtype=np.uint64)
         self.msgs = np.zeros((max_batch, 8), dtype=np.uint64)
@@ -39,7 +42,7 @@ class MmsgSender:
         self._msgs_addr = self.msgs.ctypes.data
         self.msgs[:, 2] = self._iov_addr + 16 * np.arange(max_batch, dtype=np.uint64)
         self.msgs[:, 3] = 1
-        self.msgs[:, 1] = 20
+        self.msgs[:, 1] = 20  # name length: sockaddr_ll (a sockaddr_in is 16, padded)
         self._names: dict[tuple[int, int], ctypes.Array] = {}
         self.ifindex_of: dict[int, int] = {}  # name_addr handle -> interface index
         self.sent = 0
@@ -88,3 +91,23 @@ class MmsgSender:
     def close(self) -> None:
         self.sock.close()
 
+
+
+class RawMmsg(MmsgSender):
+    """sendmmsg over a raw IPv4 socket (IPPROTO_RAW: the header is the caller's, the
+    stack routes each packet, fills in an ID of 0 and the checksum): the batch path's
+    tunnel packets, sent as engine/io/raw.py sends one, many per system call."""
+
+    def __init__(self, max_batch: int = MAX_BATCH) -> None:
+        super().__init__(max_batch, socket.socket(socket.AF_INET, socket.SOCK_RAW,
+                                                  socket.IPPROTO_RAW))
+
+    def name_in(self, daddr: bytes) -> int:
+        """A sockaddr_in for IPv4 address ``daddr`` (kept for the socket's life)."""
+        key = (-1, int.from_bytes(daddr, "big"))
+        buf = self._names.get(key)
+        if buf is None:
+            buf = ctypes.create_string_buffer(
+                struct.pack("<H", socket.AF_INET) + bytes(2) + daddr + bytes(12), 20)
+            self._names[key] = buf
+        return ctypes.addressof(buf)
