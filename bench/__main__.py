@@ -48,6 +48,35 @@ MARK_START = "<!-- bench:results:start -->"
 MARK_END = "<!-- bench:results:end -->"
 
 
+CEILING_LOW = 0.15  # a generator ceiling this far below the best recent one is flagged
+CEILING_HISTORY = 10  # runs remembered in bench/results/ceilings.json
+
+
+def spread_pct(values: list[float]) -> float:
+    """(max - min) / median of repeated measurements, in percent (0 for one run)."""
+    if len(values) < 2:
+        return 0.0
+    v = sorted(values)
+    mid = v[(len(v) - 1) // 2]
+    return round(100.0 * (v[-1] - v[0]) / mid, 1) if mid else 0.0
+
+
+def remember_ceiling(pps: int, started: str, path: Path | None = None) -> list[int]:
+    """Append this run's generator ceiling to the history; the recent ceilings, this
+    one included."""
+    path = path or RESULTS / "ceilings.json"
+    try:
+        hist = json.loads(path.read_text())
+    except (OSError, ValueError):
+        hist = []
+    hist = [h for h in hist if isinstance(h, dict) and "ceiling_pps" in h]
+    hist.append({"started": started, "ceiling_pps": pps})
+    hist = hist[-CEILING_HISTORY:]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(hist, indent=1))
+    return [h["ceiling_pps"] for h in hist]
+
+
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -140,6 +169,8 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.s = Settings(args.quick)
+        if getattr(args, "repeats", None):
+            self.s.repeats = max(1, args.repeats)
         self.results: dict = {
             "meta": {
                 "mode": "quick" if args.quick else "full",
@@ -212,6 +243,9 @@ class Bench:
             "ratio_to_kernel_forwarding": None,
             "ratio_flat_out_to_kernel_forwarding": None,
             "loss_free_runs": [round(r.rate) for r in runs],
+            "runs": {"loss_free_pps": [round(r.rate) for r in runs],
+                     "median": round(best.rate),
+                     "spread_pct": spread_pct([r.rate for r in runs])},
             "loss_free_limited_by_generator": best.limited_by_generator,
             "flat_out_offered_pps": round(flat["generator_pps"]),
             "flat_out_loss": flat["loss"],
@@ -258,6 +292,7 @@ class Bench:
         mid = runs[(len(runs) - 1) // 2]
         row = {"case": case, "conn_per_s": round(mid["conn_per_s"]),
                "runs": [round(r["conn_per_s"]) for r in runs],
+               "spread_pct": spread_pct([r["conn_per_s"] for r in runs]),
                "socket_errors": mid["socket_errors"], "non_2xx": mid["non_2xx"]}
         log(f"  {case}: {row['conn_per_s']:,} new TCP connections/s "
             f"(errors {mid['socket_errors'] or 'none'})")
@@ -290,6 +325,15 @@ table netdev genceil {{
         }
         log(f"generator ceiling {raw['pps']:,.0f} pps (AF_PACKET); UDP sockets "
             f"{sock['pps']:,.0f} pps")
+        g = self.results["generator"]
+        recent = remember_ceiling(g["ceiling_pps"], self.results["meta"]["started"])
+        g["best_recent_ceiling_pps"] = max(recent)
+        g["generator_ceiling_low"] = g["ceiling_pps"] < (1 - CEILING_LOW) * max(recent)
+        if g["generator_ceiling_low"]:
+            self.note(f"generator ceiling {g['ceiling_pps']:,} pps is more than "
+                      f"{CEILING_LOW:.0%} below the best of the last {len(recent)} runs "
+                      f"({max(recent):,}): the machine is busy, read this run's rates "
+                      f"with care")
 
     def kernel_cases(self, lab: BenchLab) -> None:
         case = "kernel IP forwarding"
@@ -380,6 +424,14 @@ table netdev genceil {{
             for r in self.results["latency"]:
                 r["added_p50_us"] = round(r["loaded"]["p50_us"] - ref["idle"]["p50_us"], 1)
                 r["added_p99_us"] = round(r["loaded"]["p99_us"] - ref["idle"]["p99_us"], 1)
+        # per case, beside its rates: what the other sections measured for it (None: not
+        # measured for this case, e.g. latency and conn/s run for the NAT cases only)
+        conns = {r["case"]: r["conn_per_s"] for r in self.results["tcp_connections"]}
+        for row in self.results["throughput"]:
+            r = lat.get(row["case"])
+            row["added_latency_us"] = ({"p50": r.get("added_p50_us"),
+                                        "p99": r.get("added_p99_us")} if r else None)
+            row["conn_per_s"] = conns.get(row["case"])
 
     def memory(self) -> None:
         env = dict(os.environ)
@@ -614,6 +666,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="only the pyvs cases whose name contains TEXT (repeatable); the "
                          "kernel cases always run, for the ratios; 'storm' adds the "
                          "health-check storm (bench/health_storm.py)")
+    ap.add_argument("--repeats", type=int, metavar="N",
+                    help="loss-free searches per case (median and spread; default 1 with "
+                         "--quick, 3 without)")
     args = ap.parse_args(argv)
     if os.geteuid() != 0 and not args.no_traffic:
         sys.exit("python -m bench: needs root (network namespaces); --no-traffic runs "

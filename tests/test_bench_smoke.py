@@ -111,3 +111,17 @@ def test_generator_through_kernel_forwarding(lab_env):
         assert t.sent > 0 and t.received == t.sent and t.loss == 0
         pp = traffic.pingpong(lab, built["gen"], lab.SINK, ECHO_PORT, count=50, duration=3)
         assert pp["received"] == 50 and 0 < pp["p50_us"] <= pp["p99_us"]
+
+
+def test_spread_and_the_low_generator_ceiling_history(tmp_path):
+    """`runs.spread_pct` is (max - min) / median; the ceiling history keeps the last
+    CEILING_HISTORY runs and gives what a run's ceiling is compared with."""
+    from pyvs.bench.__main__ import CEILING_HISTORY, remember_ceiling, spread_pct
+
+    assert spread_pct([100.0]) == 0.0
+    assert spread_pct([90.0, 100.0, 120.0]) == 30.0
+    path = tmp_path / "ceilings.json"
+    for n in range(CEILING_HISTORY + 3):
+        recent = remember_ceiling(1000 + n, f"run{n}", path)
+    assert len(recent) == CEILING_HISTORY and recent[-1] == 1000 + CEILING_HISTORY + 2
+    assert remember_ceiling(500, "busy", path)[-1] == 500  # a low one is remembered too
