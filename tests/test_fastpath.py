@@ -523,3 +523,56 @@ def test_a_fast_port_decrements_the_ttl_of_nat_requests_as_ipvs_does():
     frames, block, offs, lens = frames_block([one])
     assert list(FastPath(d).run(block, offs, lens)) == [DROP]
     assert d.drops["ttl-exceeded"] == 1 and len(d.outbox) == 1
+
+
+class HalfResolvedRoutes(FakeRoutes):
+    """The first real server's neighbour is not resolved (yet): DR queues for it."""
+
+    resolved = False
+
+    def __init__(self, clock) -> None:
+        self.clock = clock.now
+
+    def mac(self, route, addr):
+        if addr == RS_ADDRS[4][0] and not self.resolved:
+            return None
+        return super().mac(route, addr)
+
+
+def test_routed_packets_the_batch_path_cannot_serve_go_the_per_packet_way():
+    """DR toward an unresolved neighbour (queued, then flushed when it resolves), IPIP
+    over a learned path MTU too small for the packet (frag needed to the client), GRE:
+    the forwarders' ready_hop / ready_plan say no, Director.handle does it, and both
+    paths end with the same bytes, entries, counters and outboxes."""
+    dr_svc, tun_svc = 7, 6  # TCP -g -g (persistent), UDP -i -i
+    slow, fast = make_director(), make_director()
+    for d in (slow, fast):
+        d.ctx.routes = HalfResolvedRoutes(d.clock)
+        rc, _o, err = ipvsadm.run(["-e", "-u", SERVICES[tun_svc].addr, "-r",
+                                   SERVICES[tun_svc].rs(1), "-i", "--tun-type", "gre"],
+                                  "", d)
+        assert rc == 0, err
+    fp = FastPath(fast)
+    flows = []
+    for s in (dr_svc, tun_svc):
+        one_batch(slow, fast, fp, [build(syn(s, c, 45000)) for c in range(3)])
+    flows = established(slow)
+    assert {r for s, _c, _p, r in flows if s == dr_svc} >= {0}  # someone on rs1 (queued)
+    one_batch(slow, fast, fp, [build(ev) for f in flows for ev in handshake_rest(*f)])
+    for d in (slow, fast):  # rs1's tunnel path learned a small MTU: 100 bytes inside
+        d.ctx.pmtu.learn(RS_ADDRS[4][0], 120, d.clock.now())
+    fast_before = fp.fast
+    sizes = (b"data" * 30, b"more" * 3)  # 148 and 40 bytes as UDP, 160 and 52 as TCP
+    one_batch(slow, fast, fp, [build(("req", s, c, p, 0, 0x10, payload, 1, 0))
+                               for s, c, p, _r in flows for payload in sizes])
+    # DR to a resolved neighbour: both; IPIP to rs1: the small one; GRE (rs2): neither
+    want = sum(2 if s == dr_svc and r != 0 else 1 if s == tun_svc and r == 0 else 0
+               for s, _c, _p, r in flows)
+    assert {(s, r) for s, _c, _p, r in flows} >= {(dr_svc, 0), (tun_svc, 0), (tun_svc, 1)}
+    assert fp.fast - fast_before == want
+    assert fast.drops == slow.drops and slow.drops["frag-needed"]
+    for d in (slow, fast):
+        d.ctx.routes.resolved = True
+        d.tick()  # the queue for rs1 is flushed into l2_outbox
+    assert snapshot(fast) == snapshot(slow)
+    one_batch(slow, fast, fp, [build(ev) for f in flows for ev in traffic(*f)])
