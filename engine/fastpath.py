@@ -69,6 +69,7 @@ ETH = 14
 HDR = ETH + 20 + 20  # Ethernet + IPv4 without options + TCP without options
 _COLS = np.arange(HDR, dtype=np.int64)
 _WB = np.arange(ETH + 8, HDR, dtype=np.int64)  # TTL .. end of a TCP header
+_GATHER_MAX = 256  # IPIP inner packets up to this long are copied with one gather
 _L2TTL = np.r_[0:12, ETH + 8:ETH + 12]  # the MACs, and TTL .. header checksum
 
 _TCP, _UDP = 6, 17
@@ -410,8 +411,17 @@ class FastPath:
         daddr = np.frombuffer(b"".join(p.daddr for p in plans), np.uint8).reshape(-1, 4)
         outer = ipip_headers(inner, saddr, daddr, plans[0].copy_df)
         starts = np.asarray(at, dtype=np.int64)
-        for s, o, ln in zip(at, (offs[r] + ETH).tolist(), tot[r].tolist(), strict=True):
-            tunbuf[s + 20: s + 20 + ln] = buf[o: o + ln]
+        lens = tot[r]
+        if int(lens.max()) <= _GATHER_MAX:  # small packets: one gather for all bytes
+            ends = np.cumsum(lens)
+            total = int(ends[-1])
+            shift = np.repeat(ends - lens, lens)
+            pos = np.arange(total, dtype=np.int64) - shift
+            tunbuf[np.repeat(starts + 20, lens) + pos] = buf[np.repeat(offs[r] + ETH, lens)
+                                                             + pos]
+        else:
+            for s, o, ln in zip(at, (offs[r] + ETH).tolist(), lens.tolist(), strict=True):
+                tunbuf[s + 20: s + 20 + ln] = buf[o: o + ln]
         cols = np.arange(20, dtype=np.int64)
         tunbuf[starts[:, None] + cols] = outer
         tunbuf[starts[:, None] + 20 + cols] = inner

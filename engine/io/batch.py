@@ -42,6 +42,8 @@ from pyvs.engine.verdict import ACCEPT, FORWARD
 
 SMALL_BATCH = 8  # up to this many frames: one at a time (run_small)
 _TCP, _UDP = 6, 17
+_DADDR = np.arange(16, 20, dtype=np.int64)  # an IPv4 packet's destination, and its weights
+_SHIFTS = np.array([24, 16, 8, 0], dtype=np.int64)
 COUNTERS = ("frames", "mine", "forward", "routed", "tunneled", "to-kernel", "truncated",
             "bad-ip-checksum")
 
@@ -204,41 +206,43 @@ class BatchPipeline:
         tx = self.raw_tx
         if tx is None:
             tx = self.raw_tx = RawMmsg()
-        addrs: list[int] = []
-        lens: list[int] = []
-        names: list[int] = []
-        base_of: dict[int, int] = {}
+        run: list[BufRef] = []  # consecutive references into one buffer
         failed = 0
         for packet in d.outbox:
             if isinstance(packet, BufRef):
-                b = packet.buf
-                base = base_of.get(id(b))
-                if base is None:
-                    base = base_of[id(b)] = b.ctypes.data
-                off = packet.off
-                addrs.append(base + off)
-                lens.append(packet.length)
-                names.append(tx.name_in(b[off + 16: off + 20].tobytes()))
+                if run and packet.buf is not run[0].buf:
+                    failed += self._send_raw_run(run)
+                run.append(packet)
                 continue
-            if addrs:
-                failed += self._send_raw_run(addrs, lens, names)
+            if run:
+                failed += self._send_raw_run(run)
             failed += not self.raw.send(packet)
-        if addrs:
-            failed += self._send_raw_run(addrs, lens, names)
+        if run:
+            failed += self._send_raw_run(run)
         d.outbox.clear()
         if failed:
             d.drops["send-error"] += failed
 
-    def _send_raw_run(self, addrs: list, lens: list, names: list) -> int:
-        """One run of tunnel packets; returns how many the kernel refused."""
+    def _send_raw_run(self, run: list) -> int:
+        """One run of tunnel packets in one buffer, each to its outer destination;
+        returns how many the kernel refused."""
         tx = self.raw_tx
+        b = run[0].buf
+        offs = np.fromiter((p.off for p in run), np.int64, len(run))
+        lens = np.fromiter((p.length for p in run), np.uint64, len(run))
+        dst = b[offs[:, None] + _DADDR].astype(np.int64) << _SHIFTS
+        dst = dst.sum(axis=1)
+        if (dst == dst[0]).all():
+            names = np.full(len(run), tx.name_in(int(dst[0]).to_bytes(4, "big")), np.uint64)
+        else:
+            uniq, inv = np.unique(dst, return_inverse=True)
+            handles = np.array([tx.name_in(a.to_bytes(4, "big")) for a in uniq.tolist()],
+                               dtype=np.uint64)
+            names = handles[inv]
         errors = tx.errors
-        tx.send(np.array(addrs, dtype=np.uint64), np.array(lens, dtype=np.uint64),
-                np.array(names, dtype=np.uint64))
-        self.counters["tunneled"] += len(addrs)
-        addrs.clear()
-        lens.clear()
-        names.clear()
+        tx.send(offs.astype(np.uint64) + np.uint64(b.ctypes.data), lens, names)
+        self.counters["tunneled"] += len(run)
+        run.clear()
         return tx.errors - errors
 
     def _send_routed(self, buf: np.ndarray, base: int) -> None:
