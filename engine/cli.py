@@ -28,6 +28,13 @@ def run_option_errors(args: argparse.Namespace) -> list[str]:
     """Combinations of `pyvs run` options that would be accepted and do nothing, and
     interfaces this network namespace does not have."""
     errors = []
+    if args.metrics is not None:
+        from pyvs.engine.metrics import parse_listen
+
+        try:
+            parse_listen(args.metrics)
+        except ValueError as err:
+            errors.append(f"--metrics {args.metrics!r}: {err}")
     if args.interfaces and args.io == "nfqueue":
         errors.append("--interface needs --io ring or xdp (NFQUEUE takes what the kernel "
                       "queues, whatever interface it arrived on)")
@@ -68,6 +75,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             sys.stderr.write("pyvs run: --conn-limit works with one worker (each worker has "
                              "its own table)\n")
             return 2
+        if args.metrics is not None:
+            sys.stderr.write("pyvs run: --metrics works with one worker (each worker has "
+                             "its own counters)\n")
+            return 2
         try:
             from pyvs.engine.workers import run_workers
         except ImportError:
@@ -89,6 +100,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger("pyvs").info("%d rules loaded from %s", count, args.rules)
     profile = os.environ.get("PYVS_PROFILE")  # a cProfile output file, for measurements
     try:
+        if args.metrics is not None:  # engine/metrics.py: listen first, refuse a taken port
+            from pyvs.engine.metrics import MetricsExporter, parse_listen
+
+            daemon.metrics = MetricsExporter(*parse_listen(args.metrics))
+            daemon.metrics.start()
+            logging.getLogger("pyvs").info("metrics on http://%s/metrics",
+                                           daemon.metrics.where)
         if not profile:
             return daemon.run()
         import cProfile
@@ -101,6 +119,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (RuntimeError, OSError) as err:  # could not start (what it set up is removed)
         sys.stderr.write(f"pyvs run: {err}{_start_hint(args, err)}\n")
         return 1
+    finally:
+        if daemon.metrics is not None:
+            daemon.metrics.close()
 
 
 def _start_hint(args: argparse.Namespace, err: BaseException) -> str:
@@ -233,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "evicted; 0 = no bound (default 1048576, about 240 MiB)")
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"])
+    run.add_argument("--metrics", metavar="[ADDR:]PORT",
+                     help="serve Prometheus metrics over HTTP (/metrics) on ADDR:PORT "
+                          "(no ADDR: 127.0.0.1; IPv6 as [ADDR]:PORT); node_exporter's "
+                          "node_ipvs_* names and labels, plus pyvs_*; off by default")
     run.add_argument("--seed", type=int, default=None,
                      help="seed the schedulers' random choices (twos, plugins), so a run "
                           "can be reproduced, e.g. by `pyvs sim --seed`")

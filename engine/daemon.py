@@ -60,6 +60,7 @@ class Daemon:
         self.sync = SyncDaemons(self.director)  # --start-daemon master|backup
         self.selector: selectors.BaseSelector | None = None
         self.traces = TraceHub(self.director)  # `pyvs trace` clients (engine/trace)
+        self.metrics = None  # engine/metrics.py MetricsExporter, with --metrics
 
     # -- control ------------------------------------------------------------------------------
     def handle_request(self, request: dict) -> dict:
@@ -237,6 +238,8 @@ class Daemon:
                         port.tick()
                     if self.health is not None:
                         self.health.tick()
+                    if self.metrics is not None:  # a snapshot for the scrapes, when due
+                        self.metrics.tick(self)
                     keep_long_lived_out_of_gc()
                     next_tick = time.monotonic() + TICK
         finally:

@@ -357,8 +357,9 @@ class Director:
         if svc.scheduler is None:
             return None
         try:
-            return svc.scheduler.schedule(svc, flow)
+            dest = svc.scheduler.schedule(svc, flow)
         except Exception as err:  # noqa: BLE001 - the user's code: one packet, not the batch
+            svc.sched_decisions["error"] += 1
             self.drops["scheduler-error"] += 1
             quiet = self._sched_quiet.get(svc.sched_name)
             if quiet is not None and now < quiet[0]:
@@ -370,6 +371,8 @@ class Director:
                         f" ({quiet[1]} more since the last report)" if quiet else "")
             self._sched_quiet[svc.sched_name] = (now + SCHEDULER_LOG_INTERVAL, 0)
             return SCHEDULER_FAILED
+        svc.sched_decisions["scheduled" if dest is not None else "no-destination"] += 1
+        return dest
 
     @staticmethod
     def _ops_flag(svc: VirtualService, info: PacketInfo) -> int:

@@ -98,6 +98,9 @@ class HealthSupervisor:
         self.reload_requested = False
         self.pending_scripts: list[str] = []
         self.history: collections.deque = collections.deque(maxlen=HISTORY)
+        # (virtual server name, real server, "up"|"down") -> times a real server went
+        # there (alive changed in an update from the checker): `pyvs run --metrics`
+        self.transitions: collections.Counter = collections.Counter()
 
     # -- start and stop -------------------------------------------------------------------
     def start(self, apply: Callable[[list[str]], dict], director) -> None:
@@ -208,12 +211,30 @@ class HealthSupervisor:
         if key not in self.states:
             return {"rc": 2, "err": f"unknown virtual server {key!r}\n"}
         errors = self.run_ops([list(map(str, argv)) for argv in request.get("ops", [])])
-        self.states[key] = model.from_json(VsState, request["state"])
+        old, self.states[key] = self.states[key], model.from_json(VsState, request["state"])
+        self._count_transitions(key, old, self.states[key])
         event = request.get("event")
         if event is not None:
             event = {"time": stamp(time.time()), **event}
             self.history.append(event)
         return {"rc": 0, "event": event, "errors": errors}
+
+    def _count_transitions(self, key: str, old: VsState, new: VsState) -> None:
+        name = next((vs.name() for vs in self.cfg.virtual_servers if vs_id(vs) == key), key)
+        for server, state in new.servers.items():
+            before = old.servers.get(server)
+            if before is not None and before.alive != state.alive:
+                self.transitions[(name, server, "up" if state.alive else "down")] += 1
+
+    def server_states(self) -> list[tuple[str, str, bool]]:
+        """(virtual server name, real server, alive) for every configured real server."""
+        out = []
+        for vs in self.cfg.virtual_servers:
+            state = self.states.get(vs_id(vs))
+            if state is not None:
+                out += [(vs.name(), rs_id(rs), state.servers[rs_id(rs)].alive)
+                        for rs in vs.real_servers]
+        return out
 
     def report_timings(self, samples: list) -> None:
         """A scheduler with report(dest, seconds) hears the measured response times."""
