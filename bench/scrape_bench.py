@@ -11,8 +11,10 @@ pyvs.bench` (NAT, 64-byte UDP, < 0.5 % loss), per I/O mode, in three modes:
     /metrics every 100 ms (a Prometheus scraping at ten times the usual rate).
 Each repeat runs the three modes back to back in a rotating order, so slow drift of a
 shared machine hits them alike, and the changes are taken repeat by repeat.  The
-noise is the spread of the ``off`` runs.  Writes bench/results/scrape.json (and
---json FILE).
+noise is the spread of the ``off`` runs.  Then, without traffic, the director's own
+CPU time per scrape (its CPU over 10 s with --metrics and nobody scraping, against
+10 s of 10 Hz scraping).  Writes bench/results/scrape.json (and --json FILE);
+``--repeats 0`` measures the CPU cost only.
 """
 
 from __future__ import annotations
@@ -161,6 +163,48 @@ def measure(io: str, repeats: int, bench, lab, log) -> dict:
     return result
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def director_cost(io: str, lab, window: float, log) -> dict:
+    """The director's own CPU per scrape, without traffic: its CPU time over ``window``
+    seconds with --metrics and nobody scraping, then over as long with the 10 Hz
+    scraper; the difference over the scrapes done.  Independent of the machine's
+    other load (CPU time, not throughput)."""
+    from pyvs.bench.__main__ import configure_pyvs
+    from pyvs.engine.runner import DirectorProcess
+
+    args = (() if io == "nfqueue" else ("--io", io)) + ("--metrics", str(PORT))
+    d = DirectorProcess(lab.ns("director"), log_level="warning", args=args,
+                        log_path=str(lab.state_dir / f"scrape-cost-{io}.log"))
+    d.start()
+    try:
+        configure_pyvs(d, lab, "m")
+        pid = d.proc.pid
+        time.sleep(1.0)
+        c0 = cpu_seconds(pid)
+        time.sleep(window)
+        idle = cpu_seconds(pid) - c0
+        proc = _start_scraper(lab.ns("director"))
+        c1 = cpu_seconds(pid)
+        time.sleep(window)
+        busy = cpu_seconds(pid) - c1
+        sc = _stop_scraper(proc)
+    finally:
+        d.stop()
+    n = max(1, sc.get("scrapes", 0))
+    out = {"window_s": window, "cpu_s_idle": round(idle, 3), "cpu_s_scraped": round(busy, 3),
+           "scrapes": sc.get("scrapes"), "bytes_per_scrape": sc.get("bytes_per_scrape"),
+           "director_cpu_ms_per_scrape": round(1000 * max(0.0, busy - idle) / n, 3),
+           "director_core_share_at_10hz": round(max(0.0, busy - idle) / window, 4)}
+    log(f"  {io}: director CPU {idle:.2f} s idle vs {busy:.2f} s scraped over {window:.0f} s "
+        f"({sc.get('scrapes')} scrapes): {out['director_cpu_ms_per_scrape']} ms per scrape")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pyvs.bench.scrape_bench",
                                 description=__doc__.split("\n\n")[0])
@@ -194,17 +238,22 @@ def main(argv: list[str] | None = None) -> int:
         out["generator"] = bench.results["generator"]
         for io in args.io or ["nfqueue", "xdp"]:
             log(f"pyvs NAT ({io}): loss-free with and without a 10 Hz scraper")
-            out["cases"].append(measure(io, args.repeats, bench, lab, log))
+            case = measure(io, args.repeats, bench, lab, log) if args.repeats else {"io": io}
+            case["director_cost"] = director_cost(io, lab, 10.0, log)
+            out["cases"].append(case)
     out["meta"]["duration_s"] = round(time.monotonic() - t0, 1)
     RESULTS.mkdir(parents=True, exist_ok=True)
     text = json.dumps(out, indent=1) + "\n"
     (RESULTS / "scrape.json").write_text(text)
     if args.json:
         Path(args.json).write_text(text)
-    print(f"{'io':<8} {'off pps':>10} {'idle':>8} {'scraped':>8} {'noise':>7}")
     for c in out["cases"]:
-        print(f"{c['io']:<8} {c['off']['median']:>10,} {c['idle']['median_change_pct']:>+7.1f}%"
-              f" {c['scraped']['median_change_pct']:>+7.1f}% {c['noise_pct']:>6}%")
+        if "off" in c:
+            print(f"{c['io']:<8} off {c['off']['median']:,} pps; idle "
+                  f"{c['idle']['median_change_pct']:+.1f} %, scraped "
+                  f"{c['scraped']['median_change_pct']:+.1f} %, noise {c['noise_pct']} %")
+        print(f"{c['io']:<8} director CPU per scrape "
+              f"{c['director_cost']['director_cpu_ms_per_scrape']} ms")
     return 0
 
 
