@@ -247,7 +247,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     view.counters(status, time.monotonic())
     if args.once:
-        Console().print(render(view, status, top))
+        # a pipe has no width: wide enough for IPv6 addresses and every column
+        Console(width=None if sys.stdout.isatty() else 160).print(render(view, status, top))
         return 0
     fd = sys.stdin.fileno()
     error = None
