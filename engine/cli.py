@@ -241,10 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "evicted; 0 = no bound (default 1048576, about 240 MiB)")
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"])
-    run.add_argument("--log-format", choices=["text", "json"], default="text",
+    run.add_argument("--log-format", choices=["text", "json"], default=None,
                      help="text: one line per event for people (default); json: one JSON "
                           "object per line (ts, level, event, message, fields) for log "
-                          "shippers")
+                          "shippers; without the option, $PYVS_LOG_FORMAT if set")
     run.add_argument("--seed", type=int, default=None,
                      help="seed the schedulers' random choices (twos, plugins), so a run "
                           "can be reproduced, e.g. by `pyvs sim --seed`")
