@@ -92,6 +92,12 @@ for _ in range(2):
 """
 
 
+def log_events(tmp_path: Path) -> list[dict]:
+    """The director's and its checker's JSON lines (PYVS_LOG_FORMAT reaches both)."""
+    return [json.loads(line) for line in (tmp_path / "pyvs.log").read_text().splitlines()
+            if line.startswith("{")]
+
+
 def listing(lab) -> str:
     return lab.run("director", [sys.executable, "-m", "pyvs.engine.pyvsadm", "-L", "-n"],
                    capture_output=True, text=True, timeout=10).stdout
@@ -153,14 +159,20 @@ def test_the_template_unit_starts_notifies_reloads_without_a_drop_and_stops(
         answers = {lab.curl(lab.url()).strip() for _ in range(6)}
         assert answers == {"rs1", "rs2"}
 
+        lab.run("rs2", ["ip", "link", "set", "eth0", "down"], check=True, timeout=10)
+        down = wait_for(lambda: [e for e in log_events(tmp_path)
+                                 if e["event"] == "realserver-down"], timeout=20,
+                        interval=0.2, what="the health checker's down event")
+        assert down[0]["fields"]["real_server"] == "198.18.2.12:80"
+        assert down[0]["level"] == "warning"
+
         proc.send_signal(signal.SIGTERM)  # systemctl stop (KillSignal=SIGTERM)
         assert proc.wait(20) == 0
         assert notify.recv(4096) == b"STOPPING=1"
         gone = lab.run("director", [sys.executable, "-m", "pyvs.engine.pyvsadm", "-L"],
                        capture_output=True, text=True, timeout=10)
         assert "no pyvs director runs" in gone.stderr
-        events = [json.loads(line) for line in (tmp_path / "pyvs.log").read_text()
-                  .splitlines() if line.startswith("{")]
+        events = log_events(tmp_path)
         names = [e["event"] for e in events]
         assert names.index("start") < names.index("reload") < names.index("stop")
         reload_event = next(e for e in events if e["event"] == "reload")
