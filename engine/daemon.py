@@ -100,6 +100,9 @@ class Daemon:
                     "sync": self.sync.status(), "defense": d.defense.status(),
                     "health": self.health.status() if self.health else None}
         if op == "top":
+            if self.fanout_group is not None:  # worker 0's numbers would pass for the sums
+                return {"rc": 1, "out": "", "err": "not available with --workers "
+                        "(each worker has its own table; pyvsadm -L -n shows the sums)\n"}
             from pyvs.engine.topdata import snapshot
 
             return {"rc": 0, **snapshot(self.director, self.ports)}
@@ -204,7 +207,7 @@ class Daemon:
                 self.health.tick()  # applies the reload now
                 sdnotify.ready()
         self.drop_summary.tick()
-        self.overload.tick({p.name: p.status() for p in self.ports})
+        self.overload.tick(lambda: {p.name: p.status() for p in self.ports})
 
     # -- main loop ----------------------------------------------------------------------------
     def open_ports(self, sender: RawSender) -> None:

@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 FORMATS = ("text", "json")
 ENV = "PYVS_LOG_FORMAT"  # inherited by the checker process (engine/health/checkerd.py)
@@ -115,11 +115,14 @@ class OverloadWatch:
         self.last: dict[str, int] = {}
         self.due = time.monotonic() + interval
 
-    def tick(self, ports: Mapping[str, Mapping], now: float | None = None) -> dict[str, int]:
+    def tick(self, ports: Callable[[], Mapping[str, Mapping]], now: float | None = None
+             ) -> dict[str, int]:
+        """``ports``: the ports' status by name, asked for only once an interval is over."""
         now = time.monotonic() if now is None else now
         if now < self.due:
             return {}
         self.due = now + self.interval
+        ports = ports()
         delta = {}
         for name, status in ports.items():
             for key in self.KEYS:

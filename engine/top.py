@@ -245,6 +245,9 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write("pyvs top: no pyvs director runs in this network namespace "
                          "(start one with `pyvs run`)\n")
         return 1
+    except OSError as err:  # refused (--workers), or the socket failed
+        sys.stderr.write(f"pyvs top: {err}\n")
+        return 1
     view.counters(status, time.monotonic())
     if args.once:
         # a pipe has no width: wide enough for IPv6 addresses and every column

@@ -55,8 +55,8 @@ def test_overload_reports_overrun_growth_per_port():
     log, out = logger("text")
     watch = logs.OverloadWatch(log, interval=10)
     due = watch.due
-    assert watch.tick({"nfqueue": {"overruns": 0, "packets": 5}}, due) == {}
-    assert watch.tick({"nfqueue": {"overruns": 7}}, due + 10) == {"nfqueue overruns": 7}
+    assert watch.tick(lambda: {"nfqueue": {"overruns": 0, "packets": 5}}, due) == {}
+    assert watch.tick(lambda: {"nfqueue": {"overruns": 7}}, due + 10) == {"nfqueue overruns": 7}
     assert "overload in the last 10 s: nfqueue overruns 7" in out.getvalue()
 
 
