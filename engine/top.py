@@ -103,7 +103,7 @@ class View:
         for svc in services:
             svc = {**svc, "address": svc["service"], "weight": sum(
                 d["weight"] for d in svc["destinations"])}
-            dests = [{**d, "address": d["address"]} for d in svc["destinations"]]
+            dests = list(svc["destinations"])
             if needle and needle not in svc["address"].lower():
                 dests = [d for d in dests if needle in d["address"].lower()]
                 if not dests:
