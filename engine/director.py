@@ -437,7 +437,6 @@ class Director:
             return ACCEPT  # ip_vs_bypass_xmit: the stack routes it to its own destination
         if svc.port == FTPPORT and info.dport != FTPPORT:
             return ACCEPT
-        log.debug("no destination available for %r", svc)
         if buf is not None and may_send_icmp_error(buf, info):
             self.outbox.append(build_icmp_unreachable(buf, info, info.daddr))
         self.drops["no-destination"] += 1
