@@ -1,4 +1,5 @@
-"""The `pyvs` command: run | reload | sysctl | status | lab | realserver | demo | sim | trace."""
+"""The `pyvs` command: run | reload | sysctl | status | top | lab | realserver | demo | sim |
+trace."""
 
 from __future__ import annotations
 
@@ -55,11 +56,10 @@ def _need_root() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     _need_root()
+    from pyvs.engine import logs
     from pyvs.engine.daemon import Daemon
 
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
-                        format="pyvs[%(process)d] %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logs.setup(args.log_level, args.log_format)
     health = _load_health(args)
     if health is False:
         return 1
@@ -179,7 +179,7 @@ def cmd_sysctl(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Connection count and drop counters by reason, as JSON."""
+    """Uptime, table, configuration file, port counters and drops by reason, as JSON."""
     from pyvs.engine.control import client_request
 
     try:
@@ -187,10 +187,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ConnectionRefusedError):
         sys.stderr.write("pyvs status: no pyvs director runs in this network namespace\n")
         return 1
-    print(json.dumps({k: reply[k] for k in ("connections", "drops", "io", "ports", "workers",
-                                            "health", "sync", "defense")
+    print(json.dumps({k: reply[k] for k in ("pid", "uptime", "config", "connections", "table",
+                                            "drops", "io", "ports", "workers", "health",
+                                            "sync", "defense")
                       if reply.get(k) is not None}, indent=2))
     return 0
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    """A live view of this namespace's director (engine/top.py)."""
+    from pyvs.engine.top import run
+
+    return run(args)
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
@@ -254,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "evicted; 0 = no bound (default 1048576, about 240 MiB)")
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"])
+    run.add_argument("--log-format", choices=["text", "json"], default=None,
+                     help="text: one line per event for people (default); json: one JSON "
+                          "object per line (ts, level, event, message, fields) for log "
+                          "shippers; without the option, $PYVS_LOG_FORMAT if set")
     run.add_argument("--metrics", metavar="[ADDR:]PORT",
                      help="serve Prometheus metrics over HTTP (/metrics) on ADDR:PORT "
                           "(no ADDR: 127.0.0.1; IPv6 as [ADDR]:PORT); node_exporter's "
@@ -277,8 +289,16 @@ def build_parser() -> argparse.ArgumentParser:
     sysctl.add_argument("settings", nargs="*", metavar="NAME[=VALUE]")
     sysctl.set_defaults(func=cmd_sysctl)
 
-    status = sub.add_parser("status", help="connections and drop counters of the director")
+    status = sub.add_parser("status", help="uptime, table, port counters and drops of the "
+                            "director (JSON)")
     status.set_defaults(func=cmd_status)
+
+    from pyvs.engine.top import add_arguments as top_arguments
+
+    top = sub.add_parser("top", help="full-screen live view of services, real servers, "
+                         "rates, drops and the port's load")
+    top_arguments(top)
+    top.set_defaults(func=cmd_top)
 
     from pyvs.engine.lab.labcli import add_arguments as lab_arguments
 

@@ -28,6 +28,7 @@ from pyvs.engine.accounting import unbind_dest
 from pyvs.engine.clock import Clock, MonotonicClock
 from pyvs.engine.conntable import Conn, ConnTable
 from pyvs.engine.defense import Defense
+from pyvs.engine.icmperror import build_icmp_unreachable, may_send_icmp_error
 from pyvs.engine.model import (
     AF_INET,
     CONN_F_NOOUTPUT,
@@ -43,13 +44,7 @@ from pyvs.engine.model import (
     VirtualService,
 )
 from pyvs.engine.neigh import KernelRoutes
-from pyvs.engine.packet import (
-    Malformed,
-    PacketInfo,
-    build_icmp_unreachable,
-    may_send_icmp_error,
-    parse,
-)
+from pyvs.engine.packet import Malformed, PacketInfo, parse
 from pyvs.engine.proto import INPUT, OUTPUT, PROTOCOLS, Timeouts
 from pyvs.engine.proto import icmp as icmp_errors
 from pyvs.engine.proto.tcp import CLOSE, FIN_WAIT, TIME_WAIT
@@ -445,7 +440,6 @@ class Director:
             return ACCEPT  # ip_vs_bypass_xmit: the stack routes it to its own destination
         if svc.port == FTPPORT and info.dport != FTPPORT:
             return ACCEPT
-        log.debug("no destination available for %r", svc)
         if buf is not None and may_send_icmp_error(buf, info):
             self.outbox.append(build_icmp_unreachable(buf, info, info.daddr))
         self.drops["no-destination"] += 1

@@ -19,7 +19,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyvs.engine.packet import PacketInfo, build_icmp_time_exceeded, may_send_icmp_error
+from pyvs.engine.icmperror import build_icmp_time_exceeded, may_send_icmp_error
+from pyvs.engine.packet import PacketInfo
 from pyvs.engine.verdict import DROP
 
 PMTU_EXPIRES = 600.0  # ip_rt_mtu_expires: a learned path MTU is forgotten after 10 min

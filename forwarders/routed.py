@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import random
 
-from pyvs.engine.packet import (
-    PacketInfo,
-    build_icmp_frag_needed,
-    may_send_icmp_error,
-)
+from pyvs.engine.icmperror import build_icmp_frag_needed, may_send_icmp_error
+from pyvs.engine.packet import PacketInfo
 from pyvs.engine.verdict import DROP
 from pyvs.forwarders.base import ForwardContext, Forwarder, time_exceeded
 

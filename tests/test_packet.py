@@ -23,6 +23,7 @@ from scapy.packet import Raw
 from scapy.utils import checksum as scapy_checksum
 
 from pyvs.engine import csum as C
+from pyvs.engine import icmperror
 from pyvs.engine import packet as P
 from pyvs.engine.packet import Malformed, parse
 
@@ -384,7 +385,7 @@ def test_build_icmp_unreachable_v4(plen):
     orig = bytes(IP(src="10.1.1.1", dst="192.168.0.10", tos=0xB8) / UDP(sport=5000, dport=53)
                  / Raw(b"p" * plen))  # fmt: skip
     vip = socket.inet_aton("192.168.0.10")
-    out = P.build_icmp_unreachable(orig, parse(orig), vip)
+    out = icmperror.build_icmp_unreachable(orig, parse(orig), vip)
     p = IP(out)
     assert p.src == "192.168.0.10" and p.dst == "10.1.1.1" and p.ttl == 64
     assert p[ICMP].type == 3 and p[ICMP].code == 3
@@ -402,7 +403,7 @@ def test_build_icmp_unreachable_v6(plen):
     orig = bytes(IPv6(src="2001:db8::c", dst="2001:db8::1") / TCP(sport=5000, dport=80)
                  / Raw(b"p" * plen))  # fmt: skip
     vip = socket.inet_pton(socket.AF_INET6, "2001:db8::1")
-    out = P.build_icmp_unreachable(orig, parse(orig), vip)
+    out = icmperror.build_icmp_unreachable(orig, parse(orig), vip)
     p = IPv6(out)
     assert p.src == "2001:db8::1" and p.dst == "2001:db8::c" and p.hlim == 64
     assert p[ICMPv6DestUnreach].type == 1 and p[ICMPv6DestUnreach].code == 4
@@ -415,13 +416,14 @@ def test_build_icmp_unreachable_v6(plen):
 
 def test_build_icmp_frag_needed():
     orig = bytes(IP(src="10.1.1.1", dst="192.168.0.10", flags="DF") / TCP() / Raw(b"x" * 1500))
-    out = P.build_icmp_frag_needed(orig, parse(orig), socket.inet_aton("192.168.0.10"), 1400)
+    out = icmperror.build_icmp_frag_needed(orig, parse(orig), socket.inet_aton("192.168.0.10"),
+                                           1400)
     p = IP(out)
     assert p[ICMP].type == 3 and p[ICMP].code == 4 and p[ICMP].nexthopmtu == 1400
     assert scapy_checksum(out[20:]) == 0 and len(out) == 576
     orig6 = bytes(IPv6(src="2001:db8::c", dst="2001:db8::1") / TCP() / Raw(b"x" * 1500))
     vip6 = socket.inet_pton(socket.AF_INET6, "2001:db8::1")
-    out6 = P.build_icmp_frag_needed(orig6, parse(orig6), vip6, 1280)
+    out6 = icmperror.build_icmp_frag_needed(orig6, parse(orig6), vip6, 1280)
     p6 = IPv6(out6)
     assert p6[ICMPv6PacketTooBig].mtu == 1280 and len(out6) == 1280
     assert P.l4_checksum_ok(out6, parse(out6))
@@ -429,15 +431,15 @@ def test_build_icmp_frag_needed():
 
 def test_may_send_icmp_error():
     ok = bytes(IP(src="10.0.0.1", dst="10.0.0.2") / UDP())
-    assert P.may_send_icmp_error(ok, parse(ok))
+    assert icmperror.may_send_icmp_error(ok, parse(ok))
     err = bytes(IP() / ICMP(type=3) / Raw(bytes(IP() / UDP())))
-    assert not P.may_send_icmp_error(err, parse(err))
+    assert not icmperror.may_send_icmp_error(err, parse(err))
     frag = bytes(IP(frag=10, proto=17) / Raw(b"x" * 8))
-    assert not P.may_send_icmp_error(frag, parse(frag))
+    assert not icmperror.may_send_icmp_error(frag, parse(frag))
     mc = bytes(IP(src="10.0.0.1", dst="224.0.0.1") / UDP())
-    assert not P.may_send_icmp_error(mc, parse(mc))
+    assert not icmperror.may_send_icmp_error(mc, parse(mc))
     err6 = bytes(IPv6() / ICMPv6DestUnreach() / Raw(bytes(IPv6() / UDP())))
-    assert not P.may_send_icmp_error(err6, parse(err6))
+    assert not icmperror.may_send_icmp_error(err6, parse(err6))
 
 
 @pytest.mark.parametrize("n", [2049, 2050, 9000, 65535])

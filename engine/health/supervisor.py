@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from pyvs.engine import logs
 from pyvs.engine.health import ipvsops, model
 from pyvs.engine.health.diff import Plan, initial_plan, plan_reload
 from pyvs.engine.health.model import ConfigError, HealthConfig
@@ -170,9 +171,7 @@ class HealthSupervisor:
         """Between batches: a pending SIGHUP reload, a checker process that died."""
         if self.reload_requested:
             self.reload_requested = False
-            reply = self.reload()
-            (log.info if reply["rc"] == 0 else log.error)("reload: %s", (
-                reply.get("out") or reply.get("err", "")).strip())
+            self.reload()  # logs its "reload" event, applied or refused
         child = self.child
         if child is None or child.poll() is None:
             return
@@ -217,6 +216,12 @@ class HealthSupervisor:
         if event is not None:
             event = {"time": stamp(time.time()), **event}
             self.history.append(event)
+            up = event.get("state") == "UP"
+            logs.event(log, "realserver-up" if up else "realserver-down",
+                       "real server %s of %s is %s (%s: %s)", event.get("real_server"),
+                       event.get("service"), "up" if up else "down", event.get("checker"),
+                       event.get("reason"), level=logging.INFO if up else logging.WARNING,
+                       **event)
         return {"rc": 0, "event": event, "errors": errors}
 
     def _count_transitions(self, key: str, old: VsState, new: VsState) -> None:
@@ -254,7 +259,8 @@ class HealthSupervisor:
         try:
             new = load(self.path, self.kind)
         except ConfigError as err:
-            log.error("reload refused, nothing changed: %s", err)
+            logs.event(log, "reload", "reload refused, nothing changed: %s", err,
+                       level=logging.ERROR, config=self.path, error=str(err))
             return {"rc": 1, "out": "", "err": f"pyvs reload: {err}; nothing changed\n"}
         plan = plan_reload(self.cfg, self.states, new, time.time())
         errors = self.run_plan(plan)
@@ -272,7 +278,8 @@ class HealthSupervisor:
                          for k, (noun, verb) in names.items() if counts[k]) or \
             "no change to the IPVS table"
         out = f"{self.path} reloaded (configuration {self.generation}): {done}\n"
-        log.info("%s", out.strip())
+        logs.event(log, "reload", "%s", out.strip(), config=self.path,
+                   generation=self.generation, changes=dict(counts), errors=errors)
         return {"rc": 0, "out": out, "err": "".join(f"pyvs reload: {e}\n" for e in errors)}
 
     # -- status ---------------------------------------------------------------------------

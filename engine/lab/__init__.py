@@ -14,18 +14,12 @@ In tests use ``NatLab`` as a context manager instead.
 
 from __future__ import annotations
 
+from .kinds import LABS
+from .natlab import NatLab
 from .netns import LabError
-from .topology import (
-    LABS,
-    DrLab,
-    Lab,
-    NatLab,
-    TunLab,
-    cleanup_stale,
-    down_by_name,
-    lab_namespaces,
-    url,
-)
+from .segment import DrLab
+from .topology import Lab, cleanup_stale, down_by_name, lab_namespaces, url
+from .tunlab import TunLab
 
 __all__ = [
     "LABS",

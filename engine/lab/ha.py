@@ -32,7 +32,8 @@ from pathlib import Path
 from pyvs.engine.runner import DirectorProcess
 
 from . import netns as nx
-from .topology import _NO_RP_FILTER, _RS_SYSCTLS, Lab
+from .segment import NO_RP_FILTER, RS_SYSCTLS
+from .topology import Lab
 
 SYNCID = 51
 ROUTER_ID = 51
@@ -97,10 +98,6 @@ class HaLab(Lab):
         return "eth1" if self.forwarding == "nat" else "eth0"
 
     @property
-    def client_addrs(self) -> list[str]:
-        return [f"198.18.0.{10 + j}" for j in range(self.n_clients)]
-
-    @property
     def client_addrs6(self) -> list[str]:
         return []
 
@@ -133,7 +130,7 @@ class HaLab(Lab):
         nx.add_onlink_route(client, "198.18.1.0/24", "eth0")
         for k, role in enumerate(self.DIRECTORS, start=1):
             ns = self._new_ns(role)
-            nx.sysctl(ns, {"net.ipv4.ip_forward": 1, **_NO_RP_FILTER,
+            nx.sysctl(ns, {"net.ipv4.ip_forward": 1, **NO_RP_FILTER,
                            "net.ipv4.conf.all.send_redirects": 0,
                            "net.ipv4.conf.default.send_redirects": 0})
             self._port(lan, role, ns, "eth0")
@@ -150,7 +147,7 @@ class HaLab(Lab):
             if nat:
                 nx.add_route(ns, "default", self.GATEWAY)
             else:
-                nx.sysctl(ns, _RS_SYSCTLS)
+                nx.sysctl(ns, RS_SYSCTLS)
                 nx.add_onlink_route(ns, "198.18.0.0/24", "eth0")
                 nx.add_addr(ns, "lo", f"{self.VIP}/32")
 

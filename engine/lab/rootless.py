@@ -41,8 +41,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from .kinds import LABS
 from .netns import LabError
-from .topology import LABS, check_name, new_name
+from .topology import check_name, new_name
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000

@@ -1,9 +1,11 @@
 """Lab topologies: what an LVS administrator builds around a kernel IPVS director,
 so that pyvs can be dropped in where the kernel's IPVS would be.
 
-Three labs share the ``Lab`` base (namespaces, bookkeeping, teardown, real-server
-processes, client helpers): ``NatLab``, ``DrLab`` and ``TunLab`` (their docstrings
-hold the address plans), each overriding ``mode`` and ``_build()``.
+This module is the ``Lab`` base (namespaces, bookkeeping, teardown, real-server
+processes, client helpers).  The labs built on it, one module each, override ``mode``
+and ``_build()`` and hold their address plans: ``NatLab`` (natlab.py), ``DrLab``
+(segment.py, with the client-segment base), ``TunLab`` (tunlab.py), and the HA and
+bench labs (ha.py, benchtopo.py); kinds.py names the ones `pyvs lab up` builds.
 
 Names: a lab is called ``pyvs-<6 hex>`` (or a name you choose) and every namespace it
 creates is ``<lab name>-<role>``: ``-client``, ``-director``, ``-rs1`` ... ``-rsN``.
@@ -122,6 +124,17 @@ def cleanup_stale(orphans: bool = False) -> list[str]:
     return removed
 
 
+def stop_process(p: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 3 s: a lab's helper processes never outlive it."""
+    with contextlib.suppress(ProcessLookupError):
+        p.terminate()
+    try:
+        p.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(timeout=3)
+
+
 def url(addr: str, port: int = 80, path: str = "/") -> str:
     """``http://ADDR:PORT/PATH`` with IPv6 brackets."""
     host = f"[{addr}]" if ipaddress.ip_address(addr).version == 6 else addr
@@ -177,6 +190,15 @@ class Lab:
     @property
     def state_dir(self) -> Path:
         return self.state_root / self.name
+
+    @property
+    def client_addrs(self) -> list[str]:
+        """The clients' IPv4 addresses: one client segment 198.18.0.0/24 in every lab."""
+        return [f"198.18.0.{10 + j}" for j in range(self.n_clients)]
+
+    @property
+    def client_addrs6(self) -> list[str]:
+        return [f"2001:db8::{10 + j}" for j in range(self.n_clients)]
 
     def _new_ns(self, role: str) -> str:
         name = self.ns(role)
@@ -309,15 +331,11 @@ class Lab:
 
     def stop_servers(self) -> None:
         for name, p in list(self.servers.items()):
-            pid = p.pid if isinstance(p, subprocess.Popen) else p
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
             if isinstance(p, subprocess.Popen):
-                try:
-                    p.wait(timeout=3)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(timeout=3)
+                stop_process(p)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p, signal.SIGTERM)
             del self.servers[name]
 
     # ------------------------------------------------------------ processes
@@ -463,394 +481,3 @@ class Lab:
     def url(self, addr: str | None = None, path: str = "/", port: int | None = None) -> str:
         """URL of ``addr`` (default: the VIP) on the lab's TCP port."""
         return url(addr or self.VIP, port or self.tcp_port, path)
-
-
-
-class NatLab(Lab):
-    """Client - director - real servers, real servers routed back via the director.
-
-    ``with NatLab(real_servers=3, clients=4, start_servers=True) as lab: ...``
-    or ``lab = NatLab(...); lab.up(); ...; lab.down()``.
-    """
-
-    mode = "nat"
-
-    VIP = "198.18.1.1"
-    VIP6 = "2001:db8:1::1"
-    DIR_CLIENT = "198.18.0.1"
-    DIR_CLIENT6 = "2001:db8::1"
-    DIR_SERVER = "198.18.2.1"
-    DIR_SERVER6 = "2001:db8:2::1"
-    CLIENT_IF = "eth0"  # in the client namespace
-    DIR_CLIENT_IF = "cli0"  # director, towards the client
-    DIR_SERVER_IF = "br0"  # director, bridge towards the real servers
-    RS_IF = "eth0"  # in each real-server namespace
-
-    # -------------------------------------------------------------- addresses
-
-    @property
-    def client_addrs(self) -> list[str]:
-        return [f"198.18.0.{10 + j}" for j in range(self.n_clients)]
-
-    @property
-    def client_addrs6(self) -> list[str]:
-        return [f"2001:db8::{10 + j}" for j in range(self.n_clients)]
-
-    def real_server_list(self) -> list[dict]:
-        return [
-            {
-                "name": f"rs{i}",
-                "ns": self.ns(f"rs{i}"),
-                "addr": f"198.18.2.{10 + i}",
-                "addr6": f"2001:db8:2::{10 + i}",
-            }
-            for i in range(1, self.n_real + 1)
-        ]
-
-    # ------------------------------------------------------------------ build
-
-    def _build(self) -> None:
-        client = self._new_ns("client")
-        director = self._new_ns("director")
-        rss = self.real_server_list()
-        for rs in rss:
-            self._new_ns(rs["name"])
-
-        nx.sysctl(director, {
-            "net.ipv4.ip_forward": 1,
-            "net.ipv6.conf.all.forwarding": 1,
-        })
-
-        # client <-> director
-        nx.add_veth(director, self.DIR_CLIENT_IF, client, self.CLIENT_IF)
-        nx.add_addr(director, self.DIR_CLIENT_IF, f"{self.DIR_CLIENT}/24")
-        nx.add_addr(director, self.DIR_CLIENT_IF, f"{self.DIR_CLIENT6}/64")
-        for a in self.client_addrs:
-            nx.add_addr(client, self.CLIENT_IF, f"{a}/24")
-        for a in self.client_addrs6:
-            nx.add_addr(client, self.CLIENT_IF, f"{a}/64")
-        for net in ("198.18.1.0/24", "198.18.2.0/24"):
-            nx.add_route(client, net, self.DIR_CLIENT)
-        for net in ("2001:db8:1::/64", "2001:db8:2::/64"):
-            nx.add_route(client, net, self.DIR_CLIENT6)
-
-        # VIP on the director's loopback, as in the kernel selftest
-        nx.add_addr(director, "lo", f"{self.VIP}/32")
-        nx.add_addr(director, "lo", f"{self.VIP6}/128")
-
-        # director bridge <-> real servers
-        nx.add_bridge(director, self.DIR_SERVER_IF)
-        nx.add_addr(director, self.DIR_SERVER_IF, f"{self.DIR_SERVER}/24")
-        nx.add_addr(director, self.DIR_SERVER_IF, f"{self.DIR_SERVER6}/64")
-        for rs in rss:
-            nx.add_veth(director, rs["name"], rs["ns"], self.RS_IF)
-            nx.set_master(director, rs["name"], self.DIR_SERVER_IF)
-            nx.add_addr(rs["ns"], self.RS_IF, f"{rs['addr']}/24")
-            nx.add_addr(rs["ns"], self.RS_IF, f"{rs['addr6']}/64")
-            nx.add_route(rs["ns"], "default", self.DIR_SERVER)
-            nx.add_route(rs["ns"], "default", self.DIR_SERVER6)
-
-    # --------------------------------------------------------------- describe
-
-    def _director_info(self) -> dict:
-        return {
-            "client_if": self.DIR_CLIENT_IF,
-            "client_addr": self.DIR_CLIENT,
-            "client_addr6": self.DIR_CLIENT6,
-            "server_if": self.DIR_SERVER_IF,
-            "server_addr": self.DIR_SERVER,
-            "server_addr6": self.DIR_SERVER6,
-            "vip_if": "lo",
-        }
-
-    def _describe_extra(self) -> dict:
-        return {"interfaces": {"client": self.CLIENT_IF, "real_server": self.RS_IF}}
-
-
-# ---------------------------------------------------------------------- DR and TUN labs
-
-_RS_SYSCTLS = {  # a real server holding the VIP on lo (docs/ipvs-semantics.md, "Direct routing")
-    "net.ipv4.conf.all.arp_ignore": 1,
-    "net.ipv4.conf.all.arp_announce": 2,
-    "net.ipv4.conf.all.rp_filter": 0,
-    "net.ipv4.conf.default.rp_filter": 0,
-    "net.ipv4.conf.all.accept_redirects": 0,
-    "net.ipv4.conf.default.accept_redirects": 0,
-    "net.ipv6.conf.all.accept_redirects": 0,
-    "net.ipv6.conf.default.accept_redirects": 0,
-}
-_NO_RP_FILTER = {"net.ipv4.conf.all.rp_filter": 0, "net.ipv4.conf.default.rp_filter": 0}
-
-
-class _SegmentLab(Lab):
-    """Common part of the DR and TUN labs: one client segment, a bridge ``br0`` in its own
-    namespace ``<lab>-lan``, where the client, the director and (for the direct return
-    path) the real servers all have a port.  The VIP is on the director's ``lo``; the
-    client routes the VIP network via the director (as the kernel selftest does), and
-    the real servers answer the client directly over the segment."""
-
-    extra_roles = ("lan",)
-
-    VIP = "198.18.1.1"
-    VIP6 = "2001:db8:1::1"
-    DIR_CLIENT = "198.18.0.1"
-    DIR_CLIENT6 = "2001:db8::1"
-    CLIENT_IF = "eth0"
-    DIR_CLIENT_IF = "eth0"
-    RS_IF = "eth0"
-
-    @property
-    def client_addrs(self) -> list[str]:
-        return [f"198.18.0.{10 + j}" for j in range(self.n_clients)]
-
-    @property
-    def client_addrs6(self) -> list[str]:
-        return [f"2001:db8::{10 + j}" for j in range(self.n_clients)]
-
-    def _lan_port(self, lan: str, ns: str, port: str, ifname: str) -> None:
-        nx.add_veth(lan, port, ns, ifname)
-        nx.set_master(lan, port, "br0")
-
-    def _build_segment(self) -> tuple[str, str, str]:
-        lan = self._new_ns("lan")
-        client = self._new_ns("client")
-        director = self._new_ns("director")
-        nx.sysctl(lan, {"net.ipv6.conf.all.disable_ipv6": 1,
-                        "net.ipv6.conf.default.disable_ipv6": 1})
-        nx.add_bridge(lan, "br0")
-        nx.sysctl(client, _NO_RP_FILTER)
-        self._lan_port(lan, client, "client", self.CLIENT_IF)
-        for a in self.client_addrs:
-            nx.add_addr(client, self.CLIENT_IF, f"{a}/24")
-        for a in self.client_addrs6:
-            nx.add_addr(client, self.CLIENT_IF, f"{a}/64")
-        nx.add_route(client, "198.18.1.0/24", self.DIR_CLIENT)
-        nx.add_route(client, "2001:db8:1::/64", self.DIR_CLIENT6)
-        nx.add_addr(director, "lo", f"{self.VIP}/32")
-        nx.add_addr(director, "lo", f"{self.VIP6}/128")
-        return lan, client, director
-
-    def _rs_vip(self, ns: str) -> None:
-        nx.add_addr(ns, "lo", f"{self.VIP}/32")
-        nx.add_addr(ns, "lo", f"{self.VIP6}/128")
-
-    def director_stats(self) -> dict[str, dict[str, int]]:
-        """Interface counters in the director namespace (``ip -s link``)."""
-        return nx.link_stats(self.ns("director"))
-
-    def _director_info(self) -> dict:
-        return {"client_if": self.DIR_CLIENT_IF, "client_addr": self.DIR_CLIENT,
-                "client_addr6": self.DIR_CLIENT6, "vip_if": "lo"}
-
-
-class DrLab(_SegmentLab):
-    """Direct routing: client, director and real servers on one L2 segment.
-
-    ::
-
-        lan     br0 (bridge; ports client, director, rs1..rsN; no addresses)
-        client  eth0  198.18.0.(10+j)/24  2001:db8::(10+j)/64
-                      198.18.1.0/24 via 198.18.0.1, 2001:db8:1::/64 via 2001:db8::1
-                      198.18.2.0/24 and 2001:db8:2::/64 on-link
-        director eth0 198.18.0.1/24 198.18.2.1/24 2001:db8::1/64 2001:db8:2::1/64
-                 lo   VIP 198.18.1.1/32 2001:db8:1::1/128
-                 ip_forward=1 (NAT dests too), send_redirects=0
-        rs<i>   eth0  198.18.2.(10+i)/24  2001:db8:2::(10+i)/64
-                      198.18.0.0/24 and 2001:db8::/64 on-link (replies go straight back)
-                      from 198.18.2.(10+i) / 2001:db8:2::(10+i): table 100, default via
-                      the director (so the same server also works as a NAT dest)
-                lo    the VIP; arp_ignore=1 arp_announce=2 rp_filter=0
-    """
-
-    mode = "dr"
-    DIR_SERVER = "198.18.2.1"
-    DIR_SERVER6 = "2001:db8:2::1"
-
-    def real_server_list(self) -> list[dict]:
-        return [{"name": f"rs{i}", "ns": self.ns(f"rs{i}"), "addr": f"198.18.2.{10 + i}",
-                 "addr6": f"2001:db8:2::{10 + i}"} for i in range(1, self.n_real + 1)]
-
-    def _build(self) -> None:
-        lan, client, director = self._build_segment()
-        nx.sysctl(director, {
-            "net.ipv4.ip_forward": 1,
-            "net.ipv6.conf.all.forwarding": 1,
-            "net.ipv4.conf.all.send_redirects": 0,
-            "net.ipv4.conf.default.send_redirects": 0,
-            **_NO_RP_FILTER,
-        })
-        self._lan_port(lan, director, "director", self.DIR_CLIENT_IF)
-        for cidr in (f"{self.DIR_CLIENT}/24", f"{self.DIR_SERVER}/24",
-                     f"{self.DIR_CLIENT6}/64", f"{self.DIR_SERVER6}/64"):
-            nx.add_addr(director, self.DIR_CLIENT_IF, cidr)
-        nx.add_onlink_route(client, "198.18.2.0/24", self.CLIENT_IF)
-        nx.add_onlink_route(client, "2001:db8:2::/64", self.CLIENT_IF)
-        for rs in self.real_server_list():
-            ns = self._new_ns(rs["name"])
-            nx.sysctl(ns, _RS_SYSCTLS)
-            self._lan_port(lan, ns, rs["name"], self.RS_IF)
-            nx.add_addr(ns, self.RS_IF, f"{rs['addr']}/24")
-            nx.add_addr(ns, self.RS_IF, f"{rs['addr6']}/64")
-            nx.add_onlink_route(ns, "198.18.0.0/24", self.RS_IF)
-            nx.add_onlink_route(ns, "2001:db8::/64", self.RS_IF)
-            nx.add_source_route(ns, rs["addr"], self.DIR_SERVER, 100)
-            nx.add_source_route(ns, rs["addr6"], self.DIR_SERVER6, 100)
-            self._rs_vip(ns)
-
-    def _director_info(self) -> dict:
-        info = super()._director_info()
-        info.update(server_if=self.DIR_CLIENT_IF, server_addr=self.DIR_SERVER,
-                    server_addr6=self.DIR_SERVER6)
-        return info
-
-
-class TunLab(_SegmentLab):
-    """Tunnelling: real servers at a remote site, reached through a router; replies go
-    straight back over the client segment (the kernel selftest's shape).
-
-    ::
-
-        lan      br0 (bridge; ports client, director, rs1..rsN)
-        client   eth0 198.18.0.(10+j)/24 2001:db8::(10+j)/64; VIP nets via the director
-        director eth0 198.18.0.1/24 2001:db8::1/64      (client segment)
-                 eth1 198.18.2.1/24 2001:db8:2::1/64    (to the router)
-                 198.18.3.0/24 via 198.18.2.2, 2001:db8:3::/64 via 2001:db8:2::2
-                 lo VIP; ip_forward=0 (as the selftest: tunnel packets are local output)
-        router   eth0 198.18.2.2/24 2001:db8:2::2/64;  br0 198.18.3.1/24 2001:db8:3::1/64
-                 (ports rs1..rsN); forwarding on
-        rs<i>    eth0 198.18.3.(10+i)/24 2001:db8:3::(10+i)/64 (tunnel endpoint),
-                      198.18.2.0/24 via 198.18.3.1
-                 eth1 198.18.0.(100+i)/24 2001:db8::(100+i)/64 (client segment: replies)
-                 lo   the VIP; arp_ignore=1 arp_announce=2 rp_filter=0
-                 decapsulation: the kernel's tunl0 if `ip link add type ipip` works,
-                 otherwise `pyvs realserver` (TUN device pyvstun0); ``decap="pyvs"``
-                 always uses `pyvs realserver` (IPIP, GRE and GUE)
-    """
-
-    mode = "tun"
-    DIR_CORE = "198.18.2.1"
-    DIR_CORE6 = "2001:db8:2::1"
-    ROUTER = "198.18.2.2"
-    ROUTER6 = "2001:db8:2::2"
-    ROUTER_RS = "198.18.3.1"
-    ROUTER_RS6 = "2001:db8:3::1"
-    DIR_CORE_IF = "eth1"
-    RS_LAN_IF = "eth1"
-    TUN_IF = "pyvstun0"
-
-    DECAP = ("auto", "pyvs")
-
-    def __init__(self, *args, decap: str = "auto", **kw) -> None:
-        if decap not in self.DECAP:
-            raise LabError(f"decap must be one of {', '.join(self.DECAP)}")
-        super().__init__(*args, **kw)
-        self.decap = decap
-        self.tunnels: dict[str, subprocess.Popen] = {}
-        self.kernel_ipip = False
-
-    def real_server_list(self) -> list[dict]:
-        return [{"name": f"rs{i}", "ns": self.ns(f"rs{i}"), "addr": f"198.18.3.{10 + i}",
-                 "addr6": f"2001:db8:3::{10 + i}", "lan_addr": f"198.18.0.{100 + i}",
-                 "lan_addr6": f"2001:db8::{100 + i}"} for i in range(1, self.n_real + 1)]
-
-    def _build(self) -> None:
-        lan, client, director = self._build_segment()
-        router = self._new_ns("router")
-        nx.sysctl(director, {"net.ipv4.ip_forward": 0, "net.ipv6.conf.all.forwarding": 0,
-                             **_NO_RP_FILTER})
-        nx.sysctl(router, {"net.ipv4.ip_forward": 1, "net.ipv6.conf.all.forwarding": 1})
-        self._lan_port(lan, director, "director", self.DIR_CLIENT_IF)
-        nx.add_addr(director, self.DIR_CLIENT_IF, f"{self.DIR_CLIENT}/24")
-        nx.add_addr(director, self.DIR_CLIENT_IF, f"{self.DIR_CLIENT6}/64")
-        nx.add_veth(director, self.DIR_CORE_IF, router, "eth0")
-        nx.add_addr(director, self.DIR_CORE_IF, f"{self.DIR_CORE}/24")
-        nx.add_addr(director, self.DIR_CORE_IF, f"{self.DIR_CORE6}/64")
-        nx.add_addr(router, "eth0", f"{self.ROUTER}/24")
-        nx.add_addr(router, "eth0", f"{self.ROUTER6}/64")
-        nx.add_route(director, "198.18.3.0/24", self.ROUTER)
-        nx.add_route(director, "2001:db8:3::/64", self.ROUTER6)
-        nx.add_bridge(router, "br0")
-        nx.add_addr(router, "br0", f"{self.ROUTER_RS}/24")
-        nx.add_addr(router, "br0", f"{self.ROUTER_RS6}/64")
-        rss = self.real_server_list()
-        for rs in rss:
-            ns = self._new_ns(rs["name"])
-            nx.sysctl(ns, _RS_SYSCTLS)
-            nx.add_veth(router, rs["name"], ns, self.RS_IF)
-            nx.set_master(router, rs["name"], "br0")
-            nx.add_addr(ns, self.RS_IF, f"{rs['addr']}/24")
-            nx.add_addr(ns, self.RS_IF, f"{rs['addr6']}/64")
-            nx.add_route(ns, "198.18.2.0/24", self.ROUTER_RS)
-            nx.add_route(ns, "2001:db8:2::/64", self.ROUTER_RS6)
-            self._lan_port(lan, ns, rs["name"], self.RS_LAN_IF)
-            nx.add_addr(ns, self.RS_LAN_IF, f"{rs['lan_addr']}/24")
-            nx.add_addr(ns, self.RS_LAN_IF, f"{rs['lan_addr6']}/64")
-            self._rs_vip(ns)
-        self.kernel_ipip = self.decap == "auto" and self._have_kernel_ipip(rss[0]["ns"])
-        for rs in rss:
-            if self.kernel_ipip:
-                nx.run(rs["ns"], ["ip", "link", "set", "tunl0", "up"], check=True)
-                nx.sysctl(rs["ns"], {"net.ipv4.conf.tunl0.rp_filter": 0})
-            else:
-                self._start_realserver(rs)
-
-    @staticmethod
-    def _have_kernel_ipip(ns: str) -> bool:
-        r = nx.run(ns, ["ip", "link", "add", "pyvsipip0", "type", "ipip"],
-                   capture_output=True)
-        if r.returncode != 0:
-            return False
-        nx.run(ns, ["ip", "link", "del", "pyvsipip0"], capture_output=True)
-        return True
-
-    def _start_realserver(self, rs: dict, timeout: float = SERVER_READY_TIMEOUT) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        ready = self.state_dir / f"{rs['name']}.tun.ready"
-        ready.unlink(missing_ok=True)
-        log = open(self.state_dir / f"{rs['name']}.tun.log", "ab")  # noqa: SIM115
-        try:
-            p = nx.popen(rs["ns"], [sys.executable, "-m", "pyvs.engine.cli", "realserver",
-                                    "--tun-name", self.TUN_IF, "--ready-file", str(ready)],
-                         env=env, stdin=subprocess.DEVNULL, stdout=log,
-                         stderr=subprocess.STDOUT, start_new_session=True,
-                         cwd=str(REPO_ROOT))
-        finally:
-            log.close()
-        self.tunnels[rs["name"]] = p
-        deadline = time.monotonic() + timeout
-        while not ready.exists():
-            if p.poll() is not None:
-                why = self.server_log(f"{rs['name']}.tun").strip().splitlines()
-                raise LabError(f"pyvs realserver in {rs['name']} exited ({p.returncode})"
-                               + (f": {why[-1]}" if why else ""))
-            if time.monotonic() > deadline:
-                raise LabError(f"pyvs realserver in {rs['name']} not ready after {timeout}s")
-            time.sleep(0.02)
-
-    def stop_tunnels(self) -> None:
-        for name, p in list(self.tunnels.items()):
-            with contextlib.suppress(ProcessLookupError):
-                p.terminate()
-            try:
-                p.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=3)
-            del self.tunnels[name]
-
-    def down(self) -> None:
-        try:
-            self.stop_tunnels()
-        finally:
-            super().down()
-
-    def _director_info(self) -> dict:
-        info = super()._director_info()
-        info.update(server_if=self.DIR_CORE_IF, server_addr=self.DIR_CORE,
-                    server_addr6=self.DIR_CORE6, router=self.ROUTER,
-                    decapsulation="kernel ipip (tunl0)" if self.kernel_ipip
-                    else f"pyvs realserver ({self.TUN_IF})")
-        return info
-
-
-LABS = {"nat": NatLab, "dr": DrLab, "tun": TunLab}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pyvs.engine.icmperror import build_icmp_error, may_send_icmp_error
 from pyvs.engine.model import (
     FWD_MASQ,
     IPPROTO_TCP,
@@ -29,9 +30,7 @@ from pyvs.engine.model import (
 from pyvs.engine.packet import (
     Malformed,
     PacketInfo,
-    build_icmp_error,
     l4_checksum_ok,
-    may_send_icmp_error,
     parse_icmp_error,
     parse_quoted,
 )
