@@ -1,4 +1,5 @@
-"""The `pyvs` command: run | reload | sysctl | status | lab | realserver | demo | sim | trace."""
+"""The `pyvs` command: run | reload | sysctl | status | top | lab | realserver | demo | sim |
+trace."""
 
 from __future__ import annotations
 
@@ -28,6 +29,13 @@ def run_option_errors(args: argparse.Namespace) -> list[str]:
     """Combinations of `pyvs run` options that would be accepted and do nothing, and
     interfaces this network namespace does not have."""
     errors = []
+    if args.metrics is not None:
+        from pyvs.engine.metrics import parse_listen
+
+        try:
+            parse_listen(args.metrics)
+        except ValueError as err:
+            errors.append(f"--metrics {args.metrics!r}: {err}")
     if args.interfaces and args.io == "nfqueue":
         errors.append("--interface needs --io ring or xdp (NFQUEUE takes what the kernel "
                       "queues, whatever interface it arrived on)")
@@ -48,11 +56,10 @@ def _need_root() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     _need_root()
+    from pyvs.engine import logs
     from pyvs.engine.daemon import Daemon
 
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
-                        format="pyvs[%(process)d] %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logs.setup(args.log_level, args.log_format)
     health = _load_health(args)
     if health is False:
         return 1
@@ -67,6 +74,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.conn_limit is not None:
             sys.stderr.write("pyvs run: --conn-limit works with one worker (each worker has "
                              "its own table)\n")
+            return 2
+        if args.metrics is not None:
+            sys.stderr.write("pyvs run: --metrics works with one worker (each worker has "
+                             "its own counters)\n")
             return 2
         try:
             from pyvs.engine.workers import run_workers
@@ -89,6 +100,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger("pyvs").info("%d rules loaded from %s", count, args.rules)
     profile = os.environ.get("PYVS_PROFILE")  # a cProfile output file, for measurements
     try:
+        if args.metrics is not None:  # engine/metrics.py: listen first, refuse a taken port
+            from pyvs.engine.metrics import MetricsExporter, parse_listen
+
+            daemon.metrics = MetricsExporter(*parse_listen(args.metrics))
+            daemon.metrics.start()
+            logging.getLogger("pyvs").info("metrics on http://%s/metrics",
+                                           daemon.metrics.where)
         if not profile:
             return daemon.run()
         import cProfile
@@ -101,6 +119,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (RuntimeError, OSError) as err:  # could not start (what it set up is removed)
         sys.stderr.write(f"pyvs run: {err}{_start_hint(args, err)}\n")
         return 1
+    finally:
+        if daemon.metrics is not None:
+            daemon.metrics.close()
 
 
 def _start_hint(args: argparse.Namespace, err: BaseException) -> str:
@@ -158,7 +179,7 @@ def cmd_sysctl(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Connection count and drop counters by reason, as JSON."""
+    """Uptime, table, configuration file, port counters and drops by reason, as JSON."""
     from pyvs.engine.control import client_request
 
     try:
@@ -166,10 +187,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ConnectionRefusedError):
         sys.stderr.write("pyvs status: no pyvs director runs in this network namespace\n")
         return 1
-    print(json.dumps({k: reply[k] for k in ("connections", "drops", "io", "ports", "workers",
-                                            "health", "sync", "defense")
+    print(json.dumps({k: reply[k] for k in ("pid", "uptime", "config", "connections", "table",
+                                            "drops", "io", "ports", "workers", "health",
+                                            "sync", "defense")
                       if reply.get(k) is not None}, indent=2))
     return 0
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    """A live view of this namespace's director (engine/top.py)."""
+    from pyvs.engine.top import run
+
+    return run(args)
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
@@ -233,6 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "evicted; 0 = no bound (default 1048576, about 240 MiB)")
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"])
+    run.add_argument("--log-format", choices=["text", "json"], default=None,
+                     help="text: one line per event for people (default); json: one JSON "
+                          "object per line (ts, level, event, message, fields) for log "
+                          "shippers; without the option, $PYVS_LOG_FORMAT if set")
+    run.add_argument("--metrics", metavar="[ADDR:]PORT",
+                     help="serve Prometheus metrics over HTTP (/metrics) on ADDR:PORT "
+                          "(no ADDR: 127.0.0.1; IPv6 as [ADDR]:PORT); node_exporter's "
+                          "node_ipvs_* names and labels, plus pyvs_*; off by default")
     run.add_argument("--seed", type=int, default=None,
                      help="seed the schedulers' random choices (twos, plugins), so a run "
                           "can be reproduced, e.g. by `pyvs sim --seed`")
@@ -252,8 +289,16 @@ def build_parser() -> argparse.ArgumentParser:
     sysctl.add_argument("settings", nargs="*", metavar="NAME[=VALUE]")
     sysctl.set_defaults(func=cmd_sysctl)
 
-    status = sub.add_parser("status", help="connections and drop counters of the director")
+    status = sub.add_parser("status", help="uptime, table, port counters and drops of the "
+                            "director (JSON)")
     status.set_defaults(func=cmd_status)
+
+    from pyvs.engine.top import add_arguments as top_arguments
+
+    top = sub.add_parser("top", help="full-screen live view of services, real servers, "
+                         "rates, drops and the port's load")
+    top_arguments(top)
+    top.set_defaults(func=cmd_top)
 
     from pyvs.engine.lab.labcli import add_arguments as lab_arguments
 

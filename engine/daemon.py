@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import selectors
 import signal
 import socket
 import time
 
-from pyvs.engine import control
+from pyvs.engine import control, sdnotify
 from pyvs.engine.director import Director
 from pyvs.engine.io.port import Port, PortContext, clear_stale, open_ports
 from pyvs.engine.io.raw import RawSender
+from pyvs.engine.logs import DropSummary, OverloadWatch, event
 from pyvs.engine.plumbing import QUEUE_NUM
 from pyvs.engine.sync.daemon import SyncDaemons
 from pyvs.engine.sysctl import SysctlError
@@ -60,6 +62,11 @@ class Daemon:
         self.sync = SyncDaemons(self.director)  # --start-daemon master|backup
         self.selector: selectors.BaseSelector | None = None
         self.traces = TraceHub(self.director)  # `pyvs trace` clients (engine/trace)
+        self.started = time.time()
+        self.drop_summary = DropSummary(self.director.drops, log)
+        self.overload = OverloadWatch(log)
+        self._sighup = False
+        self.metrics = None  # engine/metrics.py MetricsExporter, with --metrics
 
     # -- control ------------------------------------------------------------------------------
     def handle_request(self, request: dict) -> dict:
@@ -85,10 +92,21 @@ class Daemon:
         if op == "status":
             d = self.director
             return {"rc": 0, "out": "", "err": "", "connections": len(d.conntable),
+                    "pid": os.getpid(), "uptime": round(time.time() - self.started, 1),
+                    "table": {"entries": len(d.conntable), "size": d.conn_tab_size,
+                              "limit": d.defense.limit},
+                    "config": self.health.path if self.health else None,
                     "drops": dict(d.drops), "io": self.io,
                     "ports": {p.name: p.status() for p in self.ports},
                     "sync": self.sync.status(), "defense": d.defense.status(),
                     "health": self.health.status() if self.health else None}
+        if op == "top":
+            if self.fanout_group is not None:  # worker 0's numbers would pass for the sums
+                return {"rc": 1, "out": "", "err": "not available with --workers "
+                        "(each worker has its own table; pyvsadm -L -n shows the sums)\n"}
+            from pyvs.engine.topdata import snapshot
+
+            return {"rc": 0, **snapshot(self.director, self.ports)}
         return {"rc": 2, "out": "", "err": f"unknown request {op!r}\n"}
 
     def _sysctl(self, args: list[str]) -> dict:
@@ -149,13 +167,48 @@ class Daemon:
                             "director)" if self.fanout_group is not None else None))
                         return
                     try:
+                        generation = self.director.services.generation
                         reply = self.handle_request(request)
+                        self._log_change(request, reply, generation)
                     except Exception as err:  # always answer; the director keeps running
                         log.exception("control request %r failed", request.get("op"))
                         reply = {"rc": 1, "out": "", "err": f"pyvs: internal error: {err}\n"}
                 control.send_reply(conn, reply)
             except (OSError, ValueError) as err:
                 log.warning("control request failed: %s", err)
+
+    def _log_change(self, request: dict, reply: dict, generation: int) -> None:
+        """One line per configuration change a client made (pyvsadm, `pyvs sysctl`);
+        the health checker's and `pyvs reload`'s are logged by engine/health."""
+        op = request.get("op")
+        if op == "ipvsadm" and self.director.services.generation != generation:
+            argv = [str(a) for a in request.get("argv", [])]
+            event(log, "config-change", "pyvsadm %s (rc %s)", " ".join(argv), reply.get("rc"),
+                  source="pyvsadm", argv=argv, rc=reply.get("rc"))
+        elif op == "sysctl" and any("=" in str(a) for a in request.get("args", [])):
+            args = [str(a) for a in request.get("args", [])]
+            event(log, "config-change", "sysctl %s (rc %s)", " ".join(args), reply.get("rc"),
+                  source="sysctl", args=args, rc=reply.get("rc"))
+
+    def _hangup(self, signum, frame) -> None:  # noqa: ARG002
+        """SIGHUP (systemd's ExecReload): re-read the configuration file between batches."""
+        self._sighup = True
+        if self.health is not None:
+            self.health.reload_requested = True
+
+    def _tick_events(self) -> None:
+        if self._sighup:
+            self._sighup = False
+            if self.health is None:
+                event(log, "reload", "SIGHUP ignored: no configuration file to re-read "
+                      "(pyvs run --config FILE | --keepalived FILE)", level=logging.WARNING,
+                      rc=1)
+            else:
+                sdnotify.reloading()
+                self.health.tick()  # applies the reload now
+                sdnotify.ready()
+        self.drop_summary.tick()
+        self.overload.tick(lambda: {p.name: p.status() for p in self.ports})
 
     # -- main loop ----------------------------------------------------------------------------
     def open_ports(self, sender: RawSender) -> None:
@@ -199,17 +252,18 @@ class Daemon:
             self.running = False
 
         old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
-        if self.health is not None:
-            old[signal.SIGHUP] = signal.signal(
-                signal.SIGHUP, lambda signum, frame: setattr(self.health, "reload_requested",
-                                                             True))
+        old[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._hangup)
         sel = self.selector = selectors.DefaultSelector()
         sel.register(listener, selectors.EVENT_READ, None)
         for port in self.ports:
             for reader in port.readers():
                 sel.register(reader, selectors.EVENT_READ, port)
-        log.info("pyvs director running (%s%s)", " + ".join(p.name for p in self.ports),
-                 f" on {', '.join(self.interfaces)}" if self.interfaces else "")
+        event(log, "start", "pyvs director running (%s%s)",
+              " + ".join(p.name for p in self.ports),
+              f" on {', '.join(self.interfaces)}" if self.interfaces else "",
+              ports=[p.name for p in self.ports], interfaces=self.interfaces,
+              config=self.health.path if self.health else None, pid=os.getpid())
+        sdnotify.ready(f"serving ({' + '.join(p.name for p in self.ports)})")
         next_tick = time.monotonic()
         try:
             while self.running:
@@ -235,11 +289,15 @@ class Daemon:
                     self.traces.tick()
                     for port in self.ports:
                         port.tick()
+                    self._tick_events()
                     if self.health is not None:
                         self.health.tick()
+                    if self.metrics is not None:  # a snapshot for the scrapes, when due
+                        self.metrics.tick(self)
                     keep_long_lived_out_of_gc()
                     next_tick = time.monotonic() + TICK
         finally:
+            sdnotify.stopping()
             for s, handler in old.items():
                 signal.signal(s, handler)
             if self.health is not None:
@@ -251,5 +309,6 @@ class Daemon:
             self.close_ports()
             sender.close()
             listener.close()
-            log.info("pyvs director stopped; plumbing removed")
+            event(log, "stop", "pyvs director stopped; plumbing removed",
+                  uptime=round(time.time() - self.started, 1))
         return 0

@@ -352,8 +352,9 @@ class Director:
         if svc.scheduler is None:
             return None
         try:
-            return svc.scheduler.schedule(svc, flow)
+            dest = svc.scheduler.schedule(svc, flow)
         except Exception as err:  # noqa: BLE001 - the user's code: one packet, not the batch
+            svc.sched_decisions["error"] += 1
             self.drops["scheduler-error"] += 1
             quiet = self._sched_quiet.get(svc.sched_name)
             if quiet is not None and now < quiet[0]:
@@ -365,6 +366,8 @@ class Director:
                         f" ({quiet[1]} more since the last report)" if quiet else "")
             self._sched_quiet[svc.sched_name] = (now + SCHEDULER_LOG_INTERVAL, 0)
             return SCHEDULER_FAILED
+        svc.sched_decisions["scheduled" if dest is not None else "no-destination"] += 1
+        return dest
 
     @staticmethod
     def _ops_flag(svc: VirtualService, info: PacketInfo) -> int:
@@ -437,7 +440,6 @@ class Director:
             return ACCEPT  # ip_vs_bypass_xmit: the stack routes it to its own destination
         if svc.port == FTPPORT and info.dport != FTPPORT:
             return ACCEPT
-        log.debug("no destination available for %r", svc)
         if buf is not None and may_send_icmp_error(buf, info):
             self.outbox.append(build_icmp_unreachable(buf, info, info.daddr))
         self.drops["no-destination"] += 1

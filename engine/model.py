@@ -183,6 +183,9 @@ class ServiceSpec:
         return (self.af, self.protocol, self.addr, self.port)
 
 
+SCHED_OUTCOMES = ("scheduled", "no-destination", "error")
+
+
 class VirtualService:
     """struct ip_vs_service.  destinations[0] is the kernel list head (newest)."""
 
@@ -201,6 +204,8 @@ class VirtualService:
         self.destinations: list[Destination] = []
         self.stats = Stats()
         self.sched_data: object = None
+        # the scheduler's answers (Director._pick), by outcome: `pyvs run --metrics`
+        self.sched_decisions: dict[str, int] = dict.fromkeys(SCHED_OUTCOMES, 0)
 
     @property
     def key(self) -> tuple:

@@ -13,6 +13,7 @@ fi
 
 need=()
 for tool in ip:iproute2 iptables:iptables nft:nftables curl:curl socat:socat python3:python3 \
+            tmux:tmux \
             cc:gcc wrk:wrk keepalived:keepalived tcpdump:tcpdump \
             openssl:openssl pgrep:procps; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")

@@ -25,7 +25,7 @@ DOCS = sorted(p for p in LAB_DIR.glob("*.md") if walkthrough.parse(p.read_text()
 def test_every_walkthrough_is_collected():
     names = {p.name for p in DOCS}
     assert {"by-hand.md", "nat.md", "dr.md", "tun.md", "persistence-fwmark.md",
-            "schedulers.md", "exercises.md", "class-plan.md"} <= names
+            "schedulers.md", "exercises.md", "class-plan.md", "health.md"} <= names
 
 
 @pytest.mark.lab

@@ -33,6 +33,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 
+from pyvs.engine import logs
 from pyvs.engine.control import SOCKET_NAME
 from pyvs.engine.health import ipvsops, model
 from pyvs.engine.health.checks import CHECKS, Outcome, Target
@@ -252,7 +253,7 @@ class CheckerProcess:
                 log.info("%s", line)
             event = reply.get("event")
             if event is not None:  # stamped by the director when the table changed
-                log.info("transition %s", " ".join(
+                log.debug("transition %s", " ".join(  # the director logs the event
                     f"{k}={json.dumps(v) if ' ' in str(v) or not v else v}"
                     for k, v in event.items()))
             for err in reply.get("errors", []):
@@ -350,8 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     os.nice(NICE)
     args = argv if argv is not None else sys.argv[1:]
     level = args[args.index("--log-level") + 1] if "--log-level" in args[:-1] else "info"
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
-                        format="pyvs-checker[%(process)d] %(levelname)s %(name)s: %(message)s")
+    logs.setup(level, prog="pyvs-checker")  # the director's --log-format, inherited
     with warnings.catch_warnings():  # pidfd watcher: no helper threads next to preexec_fn
         warnings.simplefilter("ignore", DeprecationWarning)
         if hasattr(asyncio, "PidfdChildWatcher"):

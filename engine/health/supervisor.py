@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from pyvs.engine import logs
 from pyvs.engine.health import ipvsops, model
 from pyvs.engine.health.diff import Plan, initial_plan, plan_reload
 from pyvs.engine.health.model import ConfigError, HealthConfig
@@ -98,6 +99,9 @@ class HealthSupervisor:
         self.reload_requested = False
         self.pending_scripts: list[str] = []
         self.history: collections.deque = collections.deque(maxlen=HISTORY)
+        # (virtual server name, real server, "up"|"down") -> times a real server went
+        # there (alive changed in an update from the checker): `pyvs run --metrics`
+        self.transitions: collections.Counter = collections.Counter()
 
     # -- start and stop -------------------------------------------------------------------
     def start(self, apply: Callable[[list[str]], dict], director) -> None:
@@ -167,9 +171,7 @@ class HealthSupervisor:
         """Between batches: a pending SIGHUP reload, a checker process that died."""
         if self.reload_requested:
             self.reload_requested = False
-            reply = self.reload()
-            (log.info if reply["rc"] == 0 else log.error)("reload: %s", (
-                reply.get("out") or reply.get("err", "")).strip())
+            self.reload()  # logs its "reload" event, applied or refused
         child = self.child
         if child is None or child.poll() is None:
             return
@@ -208,12 +210,36 @@ class HealthSupervisor:
         if key not in self.states:
             return {"rc": 2, "err": f"unknown virtual server {key!r}\n"}
         errors = self.run_ops([list(map(str, argv)) for argv in request.get("ops", [])])
-        self.states[key] = model.from_json(VsState, request["state"])
+        old, self.states[key] = self.states[key], model.from_json(VsState, request["state"])
+        self._count_transitions(key, old, self.states[key])
         event = request.get("event")
         if event is not None:
             event = {"time": stamp(time.time()), **event}
             self.history.append(event)
+            up = event.get("state") == "UP"
+            logs.event(log, "realserver-up" if up else "realserver-down",
+                       "real server %s of %s is %s (%s: %s)", event.get("real_server"),
+                       event.get("service"), "up" if up else "down", event.get("checker"),
+                       event.get("reason"), level=logging.INFO if up else logging.WARNING,
+                       **event)
         return {"rc": 0, "event": event, "errors": errors}
+
+    def _count_transitions(self, key: str, old: VsState, new: VsState) -> None:
+        name = next((vs.name() for vs in self.cfg.virtual_servers if vs_id(vs) == key), key)
+        for server, state in new.servers.items():
+            before = old.servers.get(server)
+            if before is not None and before.alive != state.alive:
+                self.transitions[(name, server, "up" if state.alive else "down")] += 1
+
+    def server_states(self) -> list[tuple[str, str, bool]]:
+        """(virtual server name, real server, alive) for every configured real server."""
+        out = []
+        for vs in self.cfg.virtual_servers:
+            state = self.states.get(vs_id(vs))
+            if state is not None:
+                out += [(vs.name(), rs_id(rs), state.servers[rs_id(rs)].alive)
+                        for rs in vs.real_servers]
+        return out
 
     def report_timings(self, samples: list) -> None:
         """A scheduler with report(dest, seconds) hears the measured response times."""
@@ -233,7 +259,8 @@ class HealthSupervisor:
         try:
             new = load(self.path, self.kind)
         except ConfigError as err:
-            log.error("reload refused, nothing changed: %s", err)
+            logs.event(log, "reload", "reload refused, nothing changed: %s", err,
+                       level=logging.ERROR, config=self.path, error=str(err))
             return {"rc": 1, "out": "", "err": f"pyvs reload: {err}; nothing changed\n"}
         plan = plan_reload(self.cfg, self.states, new, time.time())
         errors = self.run_plan(plan)
@@ -251,7 +278,8 @@ class HealthSupervisor:
                          for k, (noun, verb) in names.items() if counts[k]) or \
             "no change to the IPVS table"
         out = f"{self.path} reloaded (configuration {self.generation}): {done}\n"
-        log.info("%s", out.strip())
+        logs.event(log, "reload", "%s", out.strip(), config=self.path,
+                   generation=self.generation, changes=dict(counts), errors=errors)
         return {"rc": 0, "out": out, "err": "".join(f"pyvs reload: {e}\n" for e in errors)}
 
     # -- status ---------------------------------------------------------------------------

@@ -98,10 +98,6 @@ class HaLab(Lab):
         return "eth1" if self.forwarding == "nat" else "eth0"
 
     @property
-    def client_addrs(self) -> list[str]:
-        return [f"198.18.0.{10 + j}" for j in range(self.n_clients)]
-
-    @property
     def client_addrs6(self) -> list[str]:
         return []
 

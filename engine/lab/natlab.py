@@ -29,14 +29,6 @@ class NatLab(Lab):
 
     # -------------------------------------------------------------- addresses
 
-    @property
-    def client_addrs(self) -> list[str]:
-        return [f"198.18.0.{10 + j}" for j in range(self.n_clients)]
-
-    @property
-    def client_addrs6(self) -> list[str]:
-        return [f"2001:db8::{10 + j}" for j in range(self.n_clients)]
-
     def real_server_list(self) -> list[dict]:
         return [
             {

@@ -36,14 +36,6 @@ class SegmentLab(Lab):
     DIR_CLIENT_IF = "eth0"
     RS_IF = "eth0"
 
-    @property
-    def client_addrs(self) -> list[str]:
-        return [f"198.18.0.{10 + j}" for j in range(self.n_clients)]
-
-    @property
-    def client_addrs6(self) -> list[str]:
-        return [f"2001:db8::{10 + j}" for j in range(self.n_clients)]
-
     def _lan_port(self, lan: str, ns: str, port: str, ifname: str) -> None:
         nx.add_veth(lan, port, ns, ifname)
         nx.set_master(lan, port, "br0")

@@ -124,6 +124,17 @@ def cleanup_stale(orphans: bool = False) -> list[str]:
     return removed
 
 
+def stop_process(p: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 3 s: a lab's helper processes never outlive it."""
+    with contextlib.suppress(ProcessLookupError):
+        p.terminate()
+    try:
+        p.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(timeout=3)
+
+
 def url(addr: str, port: int = 80, path: str = "/") -> str:
     """``http://ADDR:PORT/PATH`` with IPv6 brackets."""
     host = f"[{addr}]" if ipaddress.ip_address(addr).version == 6 else addr
@@ -179,6 +190,15 @@ class Lab:
     @property
     def state_dir(self) -> Path:
         return self.state_root / self.name
+
+    @property
+    def client_addrs(self) -> list[str]:
+        """The clients' IPv4 addresses: one client segment 198.18.0.0/24 in every lab."""
+        return [f"198.18.0.{10 + j}" for j in range(self.n_clients)]
+
+    @property
+    def client_addrs6(self) -> list[str]:
+        return [f"2001:db8::{10 + j}" for j in range(self.n_clients)]
 
     def _new_ns(self, role: str) -> str:
         name = self.ns(role)
@@ -311,15 +331,11 @@ class Lab:
 
     def stop_servers(self) -> None:
         for name, p in list(self.servers.items()):
-            pid = p.pid if isinstance(p, subprocess.Popen) else p
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
             if isinstance(p, subprocess.Popen):
-                try:
-                    p.wait(timeout=3)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(timeout=3)
+                stop_process(p)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p, signal.SIGTERM)
             del self.servers[name]
 
     # ------------------------------------------------------------ processes

@@ -3,7 +3,6 @@ the kernel's ipip device or `pyvs realserver`; replies go straight back to the c
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import time
 from . import netns as nx
 from .netns import LabError
 from .segment import NO_RP_FILTER, RS_SYSCTLS, SegmentLab
-from .topology import REPO_ROOT, SERVER_READY_TIMEOUT
+from .topology import REPO_ROOT, SERVER_READY_TIMEOUT, stop_process
 
 
 class TunLab(SegmentLab):
@@ -140,13 +139,7 @@ class TunLab(SegmentLab):
 
     def stop_tunnels(self) -> None:
         for name, p in list(self.tunnels.items()):
-            with contextlib.suppress(ProcessLookupError):
-                p.terminate()
-            try:
-                p.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=3)
+            stop_process(p)
             del self.tunnels[name]
 
     def down(self) -> None:
