@@ -218,9 +218,10 @@ class HealthSupervisor:
             self.history.append(event)
             up = event.get("state") == "UP"
             logs.event(log, "realserver-up" if up else "realserver-down",
-                       "real server %s of %s is %s (%s: %s)", event.get("real_server"),
+                       "real server %s of %s is %s (%s: %s): %s", event.get("real_server"),
                        event.get("service"), "up" if up else "down", event.get("checker"),
-                       event.get("reason"), level=logging.INFO if up else logging.WARNING,
+                       event.get("reason"), event.get("action", "no change"),
+                       level=logging.INFO if up else logging.WARNING,
                        **event)
         return {"rc": 0, "event": event, "errors": errors}
 
