@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pyvs.bench import traffic
 from pyvs.bench.health_scenario import wait_for
+from pyvs.bench.repeats import summary as repeat_summary
 from pyvs.engine.lab import netns as nx
 from pyvs.engine.lab.benchtopo import FLOOD_PORT, BenchLab
 from pyvs.engine.runner import DirectorProcess
@@ -125,13 +126,8 @@ def measure(bench, lab: BenchLab, configure, log, repeats: int | None = None) ->
         runs.append(rates)
 
     def summary(mode: str) -> dict:
-        rates = [r[mode] for r in runs]
-        out = {"runs": [round(r) for r in rates], "median": round(statistics.median(rates)),
-               "min": round(min(rates)), "max": round(max(rates))}
+        out = repeat_summary(runs, mode, "quiet")
         if mode != "quiet":
-            changes = [100 * (r[mode] / r["quiet"] - 1) for r in runs]
-            out["change_vs_quiet_pct"] = [round(c, 1) for c in changes]
-            out["median_change_pct"] = round(statistics.median(changes), 1)
             out["checker_cpu_share_of_one_core"] = round(statistics.median(cpu[mode]), 3)
         return out
 

@@ -23,11 +23,12 @@ import argparse
 import json
 import os
 import signal
-import statistics
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from pyvs.bench.repeats import summary as repeat_summary
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -141,14 +142,7 @@ def measure(io: str, repeats: int, bench, lab, log) -> dict:
         runs.append(rates)
 
     def summary(mode: str) -> dict:
-        rates = [r[mode] for r in runs]
-        out = {"runs": [round(r) for r in rates], "median": round(statistics.median(rates)),
-               "min": round(min(rates)), "max": round(max(rates))}
-        if mode != "off":
-            changes = [100 * (r[mode] / r["off"] - 1) for r in runs]
-            out["change_vs_off_pct"] = [round(c, 1) for c in changes]
-            out["median_change_pct"] = round(statistics.median(changes), 1)
-        return out
+        return repeat_summary(runs, mode, "off")
 
     off = summary("off")
     noise = round(100 * (off["max"] - off["min"]) / off["median"], 1) if off["median"] else None

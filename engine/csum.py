@@ -35,6 +35,14 @@ def csum_verifies(acc):
     return (acc % 0xFFFF == 0) & (acc != 0)
 
 
+def ipv4_header_sums(hdrs):
+    """The word sums of many 20-byte IPv4 headers (a (m, 20) uint8 array, checksum field
+    included as it stands): ``csum_verifies`` checks them, ``csum_finish`` of the sums with
+    the field zeroed is the field (ip_send_check)."""
+    w = hdrs.astype(_np.int64)
+    return (w[:, 0::2] << 8 | w[:, 1::2]).sum(axis=1)
+
+
 def csum_adjust(csum, delta):
     """RFC 1624 update of a checksum field when the covered word sum changes by ``delta``
     (sum of new words minus sum of old words, any integer).  The covered data must have

@@ -38,8 +38,7 @@ DEFAULT_ADDR = "127.0.0.1"
 
 STATS = ("connections", "incoming_packets", "outgoing_packets", "incoming_bytes",
          "outgoing_bytes")  # Stats.as_tuple() order, node_exporter's names
-RATES = ("connections", "incoming_packets", "outgoing_packets", "incoming_bytes",
-         "outgoing_bytes")  # Estimator.rates() order: cps inpps outpps inbps outbps
+RATES = STATS  # Estimator.rates() has the same order: cps inpps outpps inbps outbps
 BACKEND_LABELS = ("local_address", "local_port", "remote_address", "remote_port", "proto",
                   "local_mark")
 SERVICE_LABELS = ("local_address", "local_port", "proto", "local_mark")

@@ -125,3 +125,15 @@ def test_spread_and_the_low_generator_ceiling_history(tmp_path):
         recent = remember_ceiling(1000 + n, f"run{n}", path)
     assert len(recent) == CEILING_HISTORY and recent[-1] == 1000 + CEILING_HISTORY + 2
     assert remember_ceiling(500, "busy", path)[-1] == 500  # a low one is remembered too
+
+
+def test_repeat_summary_compares_each_repeat_with_its_own_baseline():
+    """A/B benches report the change per repeat (the VM's noise moves both modes of a
+    repeat together), not the change of the medians."""
+    from pyvs.bench.repeats import summary
+
+    runs = [{"off": 100, "on": 90}, {"off": 200, "on": 220}, {"off": 150, "on": 150}]
+    on = summary(runs, "on", "off")
+    assert on["runs"] == [90, 220, 150] and (on["min"], on["median"], on["max"]) == (90, 150, 220)
+    assert on["change_vs_off_pct"] == [-10.0, 10.0, 0.0] and on["median_change_pct"] == 0.0
+    assert "median_change_pct" not in summary(runs, "off", "off")

@@ -30,7 +30,13 @@ from collections.abc import Callable
 import numpy as np
 
 from pyvs.engine.bufref import BufRef, as_bytes
-from pyvs.engine.csum import TTL_DELTA, csum_adjust, csum_finish, csum_verifies
+from pyvs.engine.csum import (
+    TTL_DELTA,
+    csum_adjust,
+    csum_finish,
+    csum_verifies,
+    ipv4_header_sums,
+)
 from pyvs.engine.fastpath import FastPath
 from pyvs.engine.io.match import MAX_HEAD, TP_STATUS_VLAN_VALID, Match
 from pyvs.engine.io.mmsg import MmsgSender, RawMmsg
@@ -163,9 +169,7 @@ class BatchPipeline:
         if is4.any():
             hh = h[sel[is4]]
             ihl5 = hh[:, 14] == 0x45
-            words = hh[:, 14:34].astype(np.int64)
-            s = (words[:, 0::2] << 8 | words[:, 1::2]).sum(axis=1)
-            bad = ihl5 & ~csum_verifies(s)
+            bad = ihl5 & ~csum_verifies(ipv4_header_sums(hh[:, 14:34]))
             if bad.any():
                 c["bad-ip-checksum"] += int(bad.sum())
                 keep = np.ones(len(sel), dtype=bool)
