@@ -49,7 +49,9 @@ from operator import and_, attrgetter, lshift, or_
 
 import numpy as np
 
+from pyvs.engine import fastpath6
 from pyvs.engine.bufref import BufRef
+from pyvs.engine.conntable import source_rs_key
 from pyvs.engine.csum import TTL_DELTA, csum_adjust
 from pyvs.engine.model import (
     CONN_F_NOOUTPUT,
@@ -73,11 +75,20 @@ _GATHER_MAX = 256  # IPIP inner packets up to this long are copied with one gath
 _L2TTL = np.r_[0:12, ETH + 8:ETH + 12]  # the MACs, and TTL .. header checksum
 
 _TCP, _UDP = 6, 17
-_M48 = (1 << 48) - 1
+_M48, _M144 = (1 << 48) - 1, (1 << 144) - 1
 _IKEY, _DADDR, _DPORT = (attrgetter(a) for a in ("ikey", "daddr", "dport"))
 # per secure_tcp setting, per direction: the states an ACK leaves unchanged
 _ACK_STAYS = {secure: tuple(ack_keeps_state(d, secure) for d in (INPUT, OUTPUT, INPUT_ONLY))
               for secure in (False, True)}
+
+
+def _by_family(six: np.ndarray):
+    """(positions, is IPv6) for the IPv4 and the IPv6 part of some batch rows."""
+    if not six.any():
+        return ((np.arange(len(six)), False),)
+    if six.all():
+        return ((np.arange(len(six)), True),)
+    return ((np.flatnonzero(~six), False), (np.flatnonzero(six), True))
 
 
 class FastPath:
@@ -126,18 +137,26 @@ class FastPath:
                    | (is_udp & (avail >= 8) & (ulen >= 8) & (ulen <= avail))))
         if d.tracer is not None:  # `pyvs trace`: traced frames take Director.handle, seen
             elig &= ~d.tracer.batch_mask(saddr, sport, daddr, dport)
+        # IPv6 frames: their own columns (engine/fastpath6.py), merged into the batch's
+        is6 = ethertype == 0x86DD
+        rows6 = np.flatnonzero(is6)
+        c6 = None
+        if len(rows6):
+            c6 = fastpath6.decode(buf, offs[rows6], lens[rows6])
+            # `pyvs trace` filters are matched on IPv4 columns: traced or not, IPv6 frames
+            # take Director.handle while a tracer is attached
+            elig[rows6] = c6.elig if d.tracer is None else False
+            tot[rows6] = c6.tot
+            proto[rows6] = c6.proto
 
-        # packed keys (engine/conntable.pack_key / rs_key / client_part), IPv4 only
+        # packed keys (engine/conntable.pack_key / rs_key) of the IPv4 frames
         hi = (proto << 32) | saddr  # key >> 64
-        u48 = np.uint64(48)
-        lo = ((sport.astype(np.uint64) << u48)
+        lo = ((sport.astype(np.uint64) << np.uint64(48))
               | ((daddr << 16) | dport).astype(np.uint64))  # key & (2**64 - 1)
         rk = (proto << 48) | (saddr << 16) | sport  # rs_key of a reply
-        rbase = (proto << 32) | daddr  # client_part(reply) >> 64 ...
-        rlo = dport.astype(np.uint64) << u48  # ... | its low 64 bits
 
         table = d.conntable
-        out_get = table.out_get_packed
+        out_get = table.out_get_key
         in_get_many = table.in_get_many
         timeouts = d.timeouts
         secure = d.sysctl.secure_tcp >= 2  # the defense tables (engine/defense.py)
@@ -147,13 +166,17 @@ class FastPath:
         observe = d.sync_observer  # a sync master sees every incoming packet, fast or not
 
         el = elig.tolist()
-        his, los, rks, rbs, rls = hi.tolist(), lo.tolist(), rk.tolist(), rbase.tolist(), \
-            rlo.tolist()
+        his, los, rks = hi.tolist(), lo.tolist(), rk.tolist()
         protos = proto.tolist()
         # the packed in keys and both first lookups of the whole batch, in C (map); they
         # hold until a frame goes to Director.handle (which may change the table), after
         # which every lookup is made again at its frame's turn
         keys = list(map(or_, map(lshift, his, repeat(64, n)), los))
+        if c6 is not None:
+            for j, key in zip(rows6.tolist(), c6.keys, strict=True):
+                keys[j] = key
+                rks[j] = source_rs_key(key)
+        v6s = is6.tolist()
         pre_reply = table.replies_possible(rks)
         pre_in = in_get_many(keys)
         clean = True
@@ -194,9 +217,7 @@ class FastPath:
                 continue
             conn = None
             if pre_reply[i] or not clean:  # Director.handle: the reply direction first
-                r = rks[i]
-                conn = out_get(r, keys[i], (rbs[i] << 64) | rls[i],
-                               ((r >> 16) & 0xFFFFFFFF).to_bytes(4, "big"), r & 0xFFFF)
+                conn = out_get(keys[i])
                 if conn is not None:
                     flags = conn.flags
                     dest = conn.dest
@@ -239,7 +260,8 @@ class FastPath:
                 nat_d.append(dest)
             else:  # direct routing or IPIP: when its forwarder says it is that simple
                 ready = None
-                if ((fwd == FWD_DROUTE or fwd == FWD_TUNNEL) and dest is not None
+                if ((fwd == FWD_DROUTE or (fwd == FWD_TUNNEL and not v6s[i]))
+                        and dest is not None
                         and dest.flags & DEST_F_AVAILABLE
                         and (p != _TCP or conn.state in (in_only_stays
                                                          if flags & CONN_F_NOOUTPUT
@@ -298,14 +320,34 @@ class FastPath:
                     group = [c for i, c in zip(rows, conns, strict=True) if protos[i] == p]
                     PROTOCOLS[p].keep_state_many(group, direction, timeouts)
             table.put_many(conns, now)
-        if out_i:
-            self._rewrite(buf, offs, tot, proto, h, out_i, out_c, out_d, True)
-            verdicts[out_i] = FORWARD
-        if nat_i:
-            self._rewrite(buf, offs, tot, proto, h, nat_i, nat_c, nat_d, False)
-            verdicts[nat_i] = FORWARD
+        pos6 = None
+        if c6 is not None:  # row of the batch -> row of the IPv6 columns
+            pos6 = np.zeros(n, dtype=np.int64)
+            pos6[rows6] = np.arange(len(rows6))
+        for rows, conns, dests, reply in ((out_i, out_c, out_d, True),
+                                          (nat_i, nat_c, nat_d, False)):
+            if not rows:
+                continue
+            r = np.asarray(rows, dtype=np.int64)
+            for sel, six in _by_family(is6[r]):
+                part = [conns[k] for k in sel.tolist()]
+                if six:
+                    self._rewrite6(buf, offs, tot, proto, c6, pos6, r[sel], part,
+                                   [dests[k] for k in sel.tolist()], reply)
+                else:
+                    self._rewrite(buf, offs, tot, proto, h, r[sel], part,
+                                  [dests[k] for k in sel.tolist()], reply)
+            verdicts[r] = FORWARD
         if dr_i:
-            self._route(buf, offs, h, dr_i, dr_h)
+            r = np.asarray(dr_i, dtype=np.int64)
+            for sel, six in _by_family(is6[r]):
+                hops = [dr_h[k] for k in sel.tolist()]
+                if six:
+                    p = pos6[r[sel]]
+                    fastpath6.route(buf, offs[r[sel]], c6.h[p],
+                                    b"".join(hp.dst_mac + hp.src_mac for hp in hops))
+                else:
+                    self._route(buf, offs, h, r[sel], hops)
         if tun_i:
             self._encapsulate(buf, offs, tot, h, tun_i, tun_p, tunbuf, tun_at)
         if dr_i or tun_i:  # counted as Director.count_in does, in packet order's sums
@@ -381,6 +423,16 @@ class FastPath:
             nc[nc == 0] = 0xFFFF
             w[udp, uc] = np.where(c != 0, nc, 0)  # UDP checksum 0 = none: left alone
         buf[o[:, None] + _WB] = hh[:, _WB]
+        self._count(tot, r, dests, reply)
+
+    def _rewrite6(self, buf, offs, tot, proto, c6, pos6, r, conns, dests,
+                  reply: bool) -> None:
+        """_rewrite for IPv6 frames (engine/fastpath6.py nat_rewrite), and counting."""
+        if reply:  # VIP:vport: the low 144 bits of the in key (conntable.pack_key)
+            new = b"".join([(c.ikey & _M144).to_bytes(18, "big") for c in conns])
+        else:
+            new = b"".join([c.daddr + c.dport.to_bytes(2, "big") for c in conns])
+        fastpath6.nat_rewrite(buf, offs[r], c6.h[pos6[r]], proto[r], new, reply)
         self._count(tot, r, dests, reply)
 
     def _route(self, buf, offs, h, rows, hops) -> None:

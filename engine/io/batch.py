@@ -264,7 +264,8 @@ class BatchPipeline:
             if isinstance(frame, BufRef) and frame.buf is buf:
                 run_offs.append(frame.off)
                 run_lens.append(frame.length)
-                run_names.append(tx.name_addr(frame.ifindex, ETH_P_IP))
+                et = ETH_P_IPV6 if buf[frame.off + 12] == 0x86 else ETH_P_IP  # DR: either
+                run_names.append(tx.name_addr(frame.ifindex, et))
                 continue
             if run_offs:
                 sent += self._send_run(base, run_offs, run_lens, run_names)
