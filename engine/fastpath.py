@@ -260,8 +260,7 @@ class FastPath:
                 nat_d.append(dest)
             else:  # direct routing or IPIP: when its forwarder says it is that simple
                 ready = None
-                if ((fwd == FWD_DROUTE or (fwd == FWD_TUNNEL and not v6s[i]))
-                        and dest is not None
+                if ((fwd == FWD_DROUTE or fwd == FWD_TUNNEL) and dest is not None
                         and dest.flags & DEST_F_AVAILABLE
                         and (p != _TCP or conn.state in (in_only_stays
                                                          if flags & CONN_F_NOOUTPUT
@@ -290,12 +289,13 @@ class FastPath:
                                       BufRef(buf, offl[i], ETH + tots[i], ready.ifindex)))
                 else:
                     if tunbuf is None:
-                        tunbuf = np.empty(int(tot[elig].sum()) + 20 * n, dtype=np.uint8)
+                        tunbuf = np.empty(int(tot[elig].sum()) + 40 * n, dtype=np.uint8)
                     tun_i.append(i)
                     tun_p.append(ready)
                     tun_at.append(tun_pos)
-                    outbox.append(BufRef(tunbuf, tun_pos, 20 + tots[i]))
-                    tun_pos += 20 + tots[i]
+                    size = (40 if v6s[i] else 20) + tots[i]  # IPv6 in IPv6, or IPIP
+                    outbox.append(BufRef(tunbuf, tun_pos, size))
+                    tun_pos += size
                 verdicts[i] = DROP  # sent through an outbox, as the forwarders do
             conn.in_pkts += 1
             if observe is not None:
@@ -349,7 +349,16 @@ class FastPath:
                 else:
                     self._route(buf, offs, h, r[sel], hops)
         if tun_i:
-            self._encapsulate(buf, offs, tot, h, tun_i, tun_p, tunbuf, tun_at)
+            r = np.asarray(tun_i, dtype=np.int64)
+            for sel, six in _by_family(is6[r]):
+                plans = [tun_p[k] for k in sel.tolist()]
+                at = [tun_at[k] for k in sel.tolist()]
+                if six:
+                    rr = r[sel]
+                    fastpath6.encapsulate(buf, offs[rr], tot[rr], c6.h[pos6[rr]], plans,
+                                          tunbuf, at)
+                else:
+                    self._encapsulate(buf, offs, tot, h, r[sel].tolist(), plans, tunbuf, at)
         if dr_i or tun_i:  # counted as Director.count_in does, in packet order's sums
             routed = sorted(dr_i + tun_i)
             by_row = dict(zip(in_i, in_d, strict=True))

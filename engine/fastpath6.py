@@ -31,6 +31,7 @@ _COLS = np.arange(HDR6, dtype=np.int64)
 _WB = np.arange(ETH + 7, HDR6, dtype=np.int64)  # hop limit .. end of a TCP header
 _L2HOP = np.r_[0:12, ETH + 7]  # the MACs and the hop limit
 _TCP, _UDP = 6, 17
+IPPROTO_IPV6 = 41  # the outer next header of IPv6 in IPv6
 _SRC, _DST = (ETH + 8) >> 1, (ETH + 24) >> 1  # address words
 _SPORT, _DPORT = (ETH + 40) >> 1, (ETH + 42) >> 1
 _TCP_CSUM, _UDP_CSUM = (ETH + 56) >> 1, (ETH + 46) >> 1
@@ -129,4 +130,34 @@ def route(buf: np.ndarray, offs: np.ndarray, h: np.ndarray, macs: bytes) -> None
     buf[offs[:, None] + _L2HOP] = h[:, _L2HOP]
 
 
-__all__ = ["HDR6", "Columns6", "decode", "nat_rewrite", "packed_keys", "route"]
+def encapsulate(buf: np.ndarray, offs: np.ndarray, tot: np.ndarray, h: np.ndarray,
+                plans: list, tunbuf: np.ndarray, at: list[int]) -> None:
+    """IPv6 in IPv6 (forwarders/tun.py, ip_vs_tunnel_xmit_v6): each packet with its hop
+    limit decremented, behind the outer header forwarders/encap.py's ``encapsulate``
+    makes -- version 6, traffic class by INET_ECN_encapsulate, flow label 0, payload
+    length = the inner packet, next header IPPROTO_IPV6 (41), hop limit = the inner's
+    after the decrement, the plan's source and destination -- written into ``tunbuf``
+    at ``at`` (the queued references point there)."""
+    m = len(h)
+    inner = h[:, ETH:ETH + 40]
+    hop = inner[:, 7] - 1
+    tc = ((inner[:, 0] & 0x0F) << 4) | (inner[:, 1] >> 4)
+    tos = np.where(tc & 3 == 3, (tc & 0xFC) | 2, tc)
+    outer = np.zeros((m, 40), dtype=np.uint8)
+    outer[:, 0] = 0x60 | (tos >> 4)
+    outer[:, 1] = (tos & 0x0F) << 4
+    outer[:, 4] = tot >> 8
+    outer[:, 5] = tot & 0xFF
+    outer[:, 6] = IPPROTO_IPV6
+    outer[:, 7] = hop
+    outer[:, 8:24] = np.frombuffer(b"".join(p.saddr for p in plans), np.uint8).reshape(m, 16)
+    outer[:, 24:40] = np.frombuffer(b"".join(p.daddr for p in plans), np.uint8).reshape(m, 16)
+    for s, o, ln in zip(at, (offs + ETH).tolist(), tot.tolist(), strict=True):
+        tunbuf[s + 40: s + 40 + ln] = buf[o: o + ln]
+    starts = np.asarray(at, dtype=np.int64)
+    tunbuf[starts[:, None] + np.arange(40)] = outer
+    tunbuf[starts + 40 + 7] = hop
+
+
+__all__ = ["HDR6", "Columns6", "decode", "encapsulate", "nat_rewrite", "packed_keys",
+           "route"]

@@ -1,21 +1,22 @@
-"""IPv6 on the batch path: `pyvs run --io xdp` and `--io ring`, NAT and direct routing.
+"""IPv6 on the batch path: `pyvs run --io xdp` and `--io ring`, NAT, direct routing and
+IPv6-in-IPv6 tunnelling (the TUN lab's real servers decapsulate with `pyvs realserver`).
 
 What a user checks: a download and an upload over IPv6 arrive intact (sha256) through
 the fast port, and the port's batch path (engine/fastpath.py, engine/fastpath6.py)
 served the flow's established packets (``fast`` in `pyvs status`; direct-routing frames
-sent from the block count ``routed``).  IPv6 tunnelling stays on the per-packet path.
+sent from the block count ``routed``, tunnel packets ``tunneled``).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from pyvs.engine.lab import DrLab, NatLab, servers
+from pyvs.engine.lab import DrLab, NatLab, TunLab, servers
 from pyvs.engine.runner import DirectorProcess
 
 pytestmark = pytest.mark.lab
 
-LABS = {"nat": (NatLab, "-m"), "dr": (DrLab, "-g")}
+LABS = {"nat": (NatLab, "-m"), "dr": (DrLab, "-g"), "tun": (TunLab, "-i")}
 PORTS = ["xdp", "ring"]
 SIZE = 20_000_000
 
@@ -54,6 +55,8 @@ def test_ipv6_download_and_upload_intact_and_served_by_the_batch_path(lab, io):
         assert fast > 2000 and fast > slow, (fast, slow)
         if mode == "dr":  # every DR frame the batch path took left from the block
             assert after["routed"] - before["routed"] >= fast
+        elif mode == "tun":  # ... every tunnel packet it built through the raw socket
+            assert after["tunneled"] - before["tunneled"] >= fast
         else:
             assert after["forward"] - before["forward"] >= fast
         stats = proc.adm("-L", "-n", "-t", vip, "--stats", "--exact").stdout

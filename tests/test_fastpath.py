@@ -90,6 +90,7 @@ SERVICES = [
     Service(6, 6, 83, 83, ["-s", "rr"], ["-m", "-g", "-i"]),
     Service(6, 6, 84, 84, ["-s", "wlc", "-p", "20"], ["-g", "-g"]),
     Service(6, 17, 56, 56, ["-s", "rr"], ["-g", "-g"]),
+    Service(6, 17, 57, 57, ["-s", "rr"], ["-i", "-i"]),
 ]
 
 
@@ -451,11 +452,11 @@ def test_every_change_between_batches_on_established_flows():
         # tunnels and direct routing send packets, IPv6 and templates are in the table
         # IPv4 NAT: 5 services, 1 mixed, every packet of a flow; IPv4 DR and TUN (the
         # mixed service's one flow each, 3 DR flows, 3 UDP tunnel flows): the requests;
-        # IPv6 NAT: 2 services and the mixed one's NAT flow, every packet; IPv6 DR: the
-        # mixed service's DR flow and 6 DR flows (TCP, UDP): the requests (IPv6 TUN
-        # takes the per-packet path)
+        # IPv6 NAT: 2 services and the mixed one's NAT flow, every packet; IPv6 DR and
+        # TUN: the mixed service's DR and TUN flows, 6 DR flows (TCP, UDP) and 3 UDP
+        # tunnel flows: the requests
         assert fp.fast - fast_before == (4 * 3 * 5 + 4 + 2 * (1 + 1 + 3 + 3)
-                                         + 4 * 3 * 2 + 4 + 2 * (1 + 3 + 3))
+                                         + 4 * 3 * 2 + 4 + 2 * (1 + 1 + 3 + 3 + 3))
         assert fast.outbox and fast.l2_outbox
         assert any(isinstance(f, BufRef) for _i, f in fast.l2_outbox)  # DR, batch path
         assert any(isinstance(p, BufRef) for p in fast.outbox)  # TUN, batch path

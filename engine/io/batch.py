@@ -203,9 +203,10 @@ class BatchPipeline:
         return len(sel)
 
     def _send_tunneled(self) -> None:
-        """The director's outbox in order: runs of tunnel packets the fast path built
+        """The director's outbox in order: runs of IPIP packets the fast path built
         (engine/bufref.py) go to the stack many per sendmmsg on a raw IPv4 socket, as
-        engine/io/raw.py sends one; anything else through the raw socket between them."""
+        engine/io/raw.py sends one; anything else (IPv6-in-IPv6 packets the fast path
+        built too) through the raw socket between them."""
         d = self.director
         tx = self.raw_tx
         if tx is None:
@@ -213,14 +214,17 @@ class BatchPipeline:
         run: list[BufRef] = []  # consecutive references into one buffer
         failed = 0
         for packet in d.outbox:
-            if isinstance(packet, BufRef):
+            if isinstance(packet, BufRef) and packet.buf[packet.off] >> 4 == 4:
                 if run and packet.buf is not run[0].buf:
                     failed += self._send_raw_run(run)
                 run.append(packet)
                 continue
             if run:
                 failed += self._send_raw_run(run)
-            failed += not self.raw.send(packet)
+            sent = self.raw.send(as_bytes(packet))
+            if isinstance(packet, BufRef):  # IPv6 in IPv6 the fast path built: one by one
+                self.counters["tunneled"] += sent
+            failed += not sent
         if run:
             failed += self._send_raw_run(run)
         d.outbox.clear()
