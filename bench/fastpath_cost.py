@@ -1,13 +1,13 @@
 """Batch path cost per packet, IPv4 vs IPv6: `python -m pyvs.bench.fastpath_cost
 [--batch N] [--rounds N] [--json FILE]`.
 
-In process, no lab and no root: one director with a NAT and a DR service per family
+In process, no lab and no root: one director with a NAT, a DR and a TUN service per family
 (virtual clock, a stand-in for the kernel's route and neighbour tables, as
 tests/test_fastpath.py), established TCP flows, then one block of ``--batch`` Ethernet
 frames of established traffic (ACK segments with 64 bytes of data) handed to
 ``FastPath.run`` again and again -- the block restored from a pristine copy before
-each round, outside the timing.  Cases: NAT (requests and replies alternating) and DR
-(requests), for IPv4, IPv6 and a half-and-half mix; and, for reference, the same
+each round, outside the timing.  Cases: NAT (requests and replies alternating), DR and
+TUN (requests), for IPv4, IPv6 and a half-and-half mix; and, for reference, the same
 packets one at a time through ``Director.process`` (the per-packet path).
 The cases' rounds are interleaved; reported: microseconds per packet, median and best
 over rounds.  Timings depend on the
@@ -34,10 +34,11 @@ from pyvs.engine.neigh import Route
 from pyvs.engine.packet import parse, set_ipv4_header_csum, set_l4_checksum
 
 ADDRS = {4: {"vip": "198.18.1.1", "client": "198.18.0.10", "rs": "198.18.2.11",
-             "dr": "198.18.2.12"},
+             "dr": "198.18.2.12", "tun": "198.18.2.13"},
          6: {"vip": "2001:db8:1::1", "client": "2001:db8::10", "rs": "2001:db8:2::11",
-             "dr": "2001:db8:2::12"}}
-NAT_PORT, DR_PORT = 80, 81
+             "dr": "2001:db8:2::12", "tun": "2001:db8:2::13"}}
+NAT_PORT, DR_PORT, TUN_PORT = 80, 81, 82
+SERVICES = ((NAT_PORT, "rs", "-m"), (DR_PORT, "dr", "-g"), (TUN_PORT, "tun", "-i"))
 PAYLOAD = b"p" * 64
 
 
@@ -80,7 +81,7 @@ def director(flows: int) -> Director:
     """NAT and DR services for both families, ``flows`` established flows on each."""
     d = Director(clock=VirtualClock(), routes=Routes(), seed=1)
     for af in (4, 6):
-        for port, rs, method in ((NAT_PORT, "rs", "-m"), (DR_PORT, "dr", "-g")):
+        for port, rs, method in SERVICES:
             for argv in (["-A", "-t", host(af, "vip", port), "-s", "rr"],
                          ["-a", "-t", host(af, "vip", port), "-r", host(af, rs, port),
                           method]):
@@ -88,7 +89,7 @@ def director(flows: int) -> Director:
                 assert rc == 0, err
         for k in range(flows):
             cport = 20000 + k
-            for port, rs in ((NAT_PORT, "rs"), (DR_PORT, "dr")):
+            for port, rs, _method in SERVICES:
                 d.process([bytearray(packet(af, host(af, "client"), cport, host(af, "vip"),
                                             port, 0x02))], stack_forwards=False)
                 d.process([bytearray(packet(af, host(af, rs), port, host(af, "client"),
@@ -96,6 +97,7 @@ def director(flows: int) -> Director:
                 d.process([bytearray(packet(af, host(af, "client"), cport, host(af, "vip"),
                                             port, 0x10))], stack_forwards=False)
     d.l2_outbox.clear()
+    d.outbox.clear()
     return d
 
 
@@ -110,7 +112,7 @@ def traffic(case: str, n: int, flows: int) -> list[bytes]:
             out.append(packet(af, host(af, "rs"), NAT_PORT, host(af, "client"), cport,
                               0x10, PAYLOAD))
         else:
-            port = NAT_PORT if kind == "nat" else DR_PORT
+            port = {"nat": NAT_PORT, "dr": DR_PORT, "tun": TUN_PORT}[kind]
             out.append(packet(af, host(af, "client"), cport, host(af, "vip"), port, 0x10,
                               PAYLOAD))
     return out
@@ -143,12 +145,14 @@ class Case:
         self.fp.run(self.buf, self.offs, self.lens)
         self.per_batch.append(time.perf_counter() - t)
         d.l2_outbox.clear()
+        d.outbox.clear()
         d.clock.advance(0.001)
         bufs = [bytearray(p) for p in self.pkts]
         t = time.perf_counter()
         d.process(bufs, stack_forwards=False)
         self.per_packet.append(time.perf_counter() - t)
         d.l2_outbox.clear()
+        d.outbox.clear()
 
     def result(self) -> dict:
         us = 1e6 / self.batch
@@ -161,7 +165,8 @@ class Case:
                 "fast_share": round(fp.fast / (fp.fast + fp.slow), 4)}
 
 
-CASES = ["nat-v4", "nat-v6", "nat-mix", "dr-v4", "dr-v6", "dr-mix"]
+CASES = ["nat-v4", "nat-v6", "nat-mix", "dr-v4", "dr-v6", "dr-mix", "tun-v4", "tun-v6",
+         "tun-mix"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,13 +8,15 @@ place (IP and L4 headers; the Ethernet header is the port's business).
 
 How a batch goes:
   1. The first 54 bytes of every frame are gathered into an (n, 54) array and the
-     IPv4/TCP/UDP header fields are decoded column-wise.
+     IPv4/TCP/UDP header fields are decoded column-wise; IPv6 frames get columns of
+     their own (74 bytes, engine/fastpath6.py), merged into the batch's.
   2. A frame is *eligible* for the fast path when nothing about it is unusual:
-     IPv4 with a 20-byte header, not a fragment, lengths consistent (exactly the
-     checks engine/packet.parse makes, so parse could not fail on it), TCP whose
-     flags make an ACK event (no SYN, FIN or RST) or UDP.
+     IPv4 with a 20-byte header, not a fragment, or IPv6 with no extension header,
+     lengths consistent (exactly the checks engine/packet.parse makes, so parse could
+     not fail on it), TTL / hop limit above 1, TCP whose flags make an ACK event (no
+     SYN, FIN or RST) or UDP.
   3. One Python loop in arrival order looks each frame up with the connection
-     table's own lookups (ConnTable.out_get_packed, in_get_many: the NAT reply
+     table's own lookups (ConnTable.out_get_key, in_get_many: the NAT reply
      direction first, then the in index, through the packed integer keys of
      engine/conntable.py).  A frame takes the fast path only if it hits an entry and
      its handling cannot change anything but counters and timers: a masquerading
@@ -23,14 +25,14 @@ How a batch goes:
      the loop counts in_pkts and notes the new address/port.  Direct-routing and IPIP
      entries take it too when their forwarder says the packet needs nothing but the
      TTL and one frame out (DirectRoute.ready_hop: on-link, neighbour resolved, nothing
-     queued; Tunnel.ready_plan: plain IPIP over IPv4, path MTU large enough): the frame
-     (DR: new MACs, sent from where it sits) or the outer packet (forwarders/encap.py's
-     header) is queued in l2_outbox / outbox in packet order as the forwarders queue
-     theirs (engine/bufref.py), verdict DROP as theirs.  What Director.handle
-     would do besides is done once per batch with the core's batch operations (the
-     protocol's keep_state_many, ConnTable.put_many).  Every other frame (new flows,
-     SYN/FIN/RST, ICMP, IPv6, anything odd) is copied out and handed to
-     Director.handle, in order, so interleaving is exact.
+     queued; Tunnel.ready_plan: plain IPIP, IPv4 in IPv4 or IPv6 in IPv6, path MTU large
+     enough): the frame (DR: new MACs, sent from where it sits) or the outer packet
+     (forwarders/encap.py's header) is queued in l2_outbox / outbox in packet order
+     as the forwarders queue theirs (engine/bufref.py), verdict DROP as theirs.  What
+     Director.handle would do besides is done once per batch with the core's batch
+     operations (the protocol's keep_state_many, ConnTable.put_many).  Every other
+     frame (new flows, SYN/FIN/RST, ICMP, IPv6 extension headers, anything odd) is
+     copied out and handed to Director.handle, in order, so interleaving is exact.
   4. Address/port rewrites and the RFC 1624 checksum updates of all fast frames
      are then done column-wise with engine/csum.py's csum_adjust, the function
      forwarders/nat.py uses per packet.
