@@ -715,3 +715,54 @@ def test_ipv6_established_flows_take_the_batch_path_with_valid_checksums():
     assert fp.slow - before_slow == 2 * len(nat)
     assert fp.fast - before_fast == 2 * len(nat)  # zero-checksum UDP: as the slow path
     assert udp and slow.drops["ttl-exceeded"] == len(nat)
+
+
+class NoSource6Routes(FakeRoutes):
+    """IPv6 routes without a preferred source address (an IPv6 tunnel cannot be sent)."""
+
+    def route(self, addr):
+        r = super().route(addr)
+        if len(addr) == 16:
+            r.src = None
+        return r
+
+
+def test_ipv6_tunnel_packets_the_batch_path_cannot_serve_go_the_per_packet_way():
+    """IPv6 in IPv6 (ip_vs_tunnel_xmit_v6) on the batch path only when the outer header is
+    all there is to do: a packet larger than the path MTU left after the outer header
+    (ICMPv6 packet too big to the client), a path MTU below 1280 + 40, a route without a
+    source address, GRE: Tunnel.ready_plan says no, Director.handle does it, and both
+    paths end with the same bytes, entries, counters and outboxes."""
+    tun6 = next(s for s, svc in enumerate(SERVICES)
+                if svc.af == 6 and svc.methods == ["-i", "-i"])
+    for case in ("big", "small-pmtu", "no-source", "gre"):
+        slow, fast = make_director(), make_director()
+        for d in (slow, fast):
+            if case == "no-source":
+                d.ctx.routes = NoSource6Routes()
+            if case == "gre":
+                for r in (0, 1):
+                    rc, _o, err = ipvsadm.run(["-e", "-u", SERVICES[tun6].addr, "-r",
+                                               SERVICES[tun6].rs(r), "-i", "--tun-type",
+                                               "gre"], "", d)
+                    assert rc == 0, err
+        fp = FastPath(fast)
+        one_batch(slow, fast, fp, [build(syn(tun6, c, 47000)) for c in range(3)])
+        flows = established(slow)
+        assert len(flows) == 3
+        for d in (slow, fast):
+            for rs in RS_ADDRS[6]:
+                if case == "big":
+                    d.ctx.pmtu.learn(rs, 1400, d.clock.now())  # 1360 bytes inside
+                elif case == "small-pmtu":
+                    d.ctx.pmtu.learn(rs, 1300, d.clock.now())  # 1260 < 1280 inside
+        before = fp.fast
+        small, big = b"more" * 3, b"x" * 1320  # 60 and 1368 bytes as IPv6 UDP
+        one_batch(slow, fast, fp, [build(("req", s, c, p, 0, 0x10, payload, 1, 0))
+                                   for s, c, p, _r in flows for payload in (small, big)])
+        assert fp.fast - before == (len(flows) if case == "big" else 0), case
+        assert fast.drops == slow.drops
+        want = {"big": "frag-needed", "small-pmtu": "tun-mtu-too-small",
+                "no-source": "no-source-address"}.get(case)
+        if want is not None:
+            assert slow.drops[want], (case, dict(slow.drops))
