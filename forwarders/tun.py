@@ -35,6 +35,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from pyvs.engine.model import AF_INET6, TUN_TYPE_GRE, TUN_TYPE_GUE, TUN_TYPE_IPIP
+from pyvs.engine.neigh import ReadyHop, ready_l2_hop
 from pyvs.engine.packet import PacketInfo, dec_ttl
 from pyvs.engine.verdict import ACCEPT, DROP
 from pyvs.forwarders.base import ForwardContext
@@ -46,12 +47,15 @@ class TunnelPlan(NamedTuple):
     """The outer header every IPIP (IPv4 in IPv4) or IPv6-in-IPv6 packet toward one real
     server shares: source, destination (its size says the family), whether DF is copied
     from the inner packet (pmtu_disc; IPv4 only), and the largest inner packet that goes
-    without ICMP or fragmentation."""
+    without ICMP or fragmentation; and, for IPIP, when the next hop's MAC is known and
+    routing gave a source address, the Ethernet frame's way out (``hop``: the batch path
+    then sends ready frames instead of going through the stack, engine/fastpath.py)."""
 
     saddr: bytes
     daddr: bytes
     copy_df: bool
     mtu: int  # the largest inner packet
+    hop: ReadyHop | None = None
 
 
 class Tunnel(RoutedForwarder):
@@ -84,8 +88,10 @@ class Tunnel(RoutedForwarder):
         if saddr is None:
             if outer6:
                 return None
-            saddr = bytes(4)  # the raw socket fills in the routing source
-        return TunnelPlan(saddr, daddr, bool(ctx.sysctl.pmtu_disc), mtu)
+            # the raw socket fills in the routing source
+            return TunnelPlan(bytes(4), daddr, bool(ctx.sysctl.pmtu_disc), mtu)
+        hop = None if outer6 else ready_l2_hop(ctx.routes, route, route.gateway or daddr)
+        return TunnelPlan(saddr, daddr, bool(ctx.sysctl.pmtu_disc), mtu, hop)
 
     def to_real(self, ctx, buf, info, conn) -> int:
         return self._xmit(ctx, buf, info, conn, False)
