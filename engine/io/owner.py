@@ -1,0 +1,101 @@
+"""Which worker owns a frame (``pyvs run --workers N``): one definition, two encodings.
+
+A worker owns the connections whose *client end* hashes to it, because NAT never
+rewrites the client's end: the client's (saddr, sport) of an IPv4 frame to a virtual
+address, the (daddr, dport) of every other IPv4 frame (a real server's reply goes to
+the client).  The key is ``addr ^ port`` (both read big-endian, as classic BPF loads
+them), the owner ``key % N``; what is not IPv4, or too short to hold the fields, has
+key 0 (worker 0).  So both directions of a NAT connection, and every frame of a DR or
+TUN one, have one owner.
+
+``owner_key`` is the definition; the encodings are generated from it:
+  * ``fanout_program``: the classic BPF program of a PACKET_FANOUT_CBPF group (ring
+    port; the kernel's fanout_demux_bpf takes its result modulo the group size);
+  * ``owners``: numpy over a batch of frames (XDP port: a frame that arrived on
+    another worker's queue is handed to its owner, engine/io/handoff.py).
+tests/test_owner.py checks that both agree with ``owner_key`` on random frames.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+ETH_HLEN = 14
+SKF_AD_PROTOCOL = -0x1000
+SKF_NET_OFF = -0x100000
+
+
+def owner_key(frame: bytes, vips: set[int] | frozenset[int]) -> int:
+    """The definition: the 32-bit key of an Ethernet frame; ``vips``: the services'
+    IPv4 addresses as integers."""
+    if len(frame) < ETH_HLEN + 20 or frame[12:14] != b"\x08\x00":
+        return 0
+    ip = ETH_HLEN
+    daddr = struct.unpack_from("!I", frame, ip + 16)[0]
+    ihl = (frame[ip] & 0x0F) * 4
+    if daddr in vips:
+        addr_at, port_at = ip + 12, ip + ihl
+    else:
+        addr_at, port_at = ip + 16, ip + ihl + 2
+    if port_at + 2 > len(frame):
+        return 0
+    port = struct.unpack_from("!H", frame, port_at)[0]
+    return struct.unpack_from("!I", frame, addr_at)[0] ^ port
+
+
+def owner(frame: bytes, vips: set[int] | frozenset[int], workers: int) -> int:
+    return owner_key(frame, vips) % workers
+
+
+def fanout_program(vips: list[int]) -> list[tuple[int, int, int, int]]:
+    """``owner_key`` as classic BPF (code, jt, jf, k) on an skb (loads relative to the
+    network header; a load beyond the packet ends the program with 0)."""
+    ins = [(0x20, 0, 0, SKF_AD_PROTOCOL),  # ld skb->protocol
+           (0x15, 1, 0, 0x0800),  # jeq IPv4
+           (0x06, 0, 0, 0),  # ret 0
+           (0x20, 0, 0, SKF_NET_OFF + 16)]  # ld daddr
+    n = len(vips)
+    for j, v in enumerate(vips):
+        ins.append((0x15, n - 1 - j + 6, 0, v))  # daddr == VIP: the SRC block
+    for port_off, addr_off in ((2, 16), (0, 12)):  # DST block, then SRC block
+        ins += [(0xB1, 0, 0, SKF_NET_OFF),  # ldx 4*([0]&0xf)
+                (0x48, 0, 0, SKF_NET_OFF + port_off),  # ldh [x + port]
+                (0x07, 0, 0, 0),  # tax
+                (0x20, 0, 0, SKF_NET_OFF + addr_off),  # ld addr
+                (0xAC, 0, 0, 0),  # xor x
+                (0x16, 0, 0, 0)]  # ret a
+    return ins
+
+
+def pack_program(ins: list[tuple[int, int, int, int]]) -> bytes:
+    """struct sock_filter[] of ``ins``."""
+    return b"".join(struct.pack("<HBBI", c, jt, jf, k & 0xFFFFFFFF) for c, jt, jf, k in ins)
+
+
+_COLS = np.arange(ETH_HLEN + 20, dtype=np.int64)
+
+
+def owners(buf: np.ndarray, offs: np.ndarray, lens: np.ndarray, vips: np.ndarray,
+           workers: int) -> np.ndarray:
+    """``owner`` of each frame of a batch: ``buf`` holds the frames at ``offs`` (their
+    lengths ``lens``); ``vips``: uint32 array of the services' IPv4 addresses."""
+    n = len(offs)
+    if n == 0 or workers == 1:
+        return np.zeros(n, dtype=np.int64)
+    h = buf.take(offs[:, None] + _COLS, mode="clip").astype(np.int64)
+    v4 = (h[:, 12] == 0x08) & (h[:, 13] == 0x00) & (lens >= ETH_HLEN + 20)
+    saddr = (h[:, 26] << 24) | (h[:, 27] << 16) | (h[:, 28] << 8) | h[:, 29]
+    daddr = (h[:, 30] << 24) | (h[:, 31] << 16) | (h[:, 32] << 8) | h[:, 33]
+    to_vip = np.isin(daddr, vips)
+    port_at = ETH_HLEN + (h[:, 14] & 0x0F) * 4 + np.where(to_vip, 0, 2)
+    whole = v4 & (port_at + 2 <= lens)
+    at = offs + port_at
+    port = ((buf.take(at, mode="clip").astype(np.int64) << 8)
+            | buf.take(at + 1, mode="clip"))
+    key = np.where(to_vip, saddr, daddr) ^ port
+    return np.where(whole, key, 0) % workers
+
+
+__all__ = ["fanout_program", "owner", "owner_key", "owners", "pack_program"]
