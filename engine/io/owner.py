@@ -3,10 +3,12 @@
 A worker owns the connections whose *client end* hashes to it, because NAT never
 rewrites the client's end: the client's (saddr, sport) of an IPv4 frame to a virtual
 address, the (daddr, dport) of every other IPv4 frame (a real server's reply goes to
-the client).  The key is ``addr ^ port`` (both read big-endian, as classic BPF loads
-them), the owner ``key % N``; what is not IPv4, or too short to hold the fields, has
-key 0 (worker 0).  So both directions of a NAT connection, and every frame of a DR or
-TUN one, have one owner.
+the client).  The key is ``mix(addr ^ port)`` (both read big-endian, as classic BPF
+loads them; ``mix`` spreads the high bits into the low ones, because Linux picks even
+source ports for connect(), __inet_hash_connect, so ``addr ^ port`` alone would give
+one client address one worker), the owner ``key % N``; what is not IPv4, or too short
+to hold the fields, has key 0 (worker 0).  So both directions of a NAT connection,
+and every frame of a DR or TUN one, have one owner.
 
 ``owner_key`` is the definition; the encodings are generated from it:
   * ``fanout_program``: the classic BPF program of a PACKET_FANOUT_CBPF group (ring
@@ -27,6 +29,16 @@ SKF_AD_PROTOCOL = -0x1000
 SKF_NET_OFF = -0x100000
 
 
+MIX = 0x045D9F3B
+
+
+def mix(k: int) -> int:
+    """32-bit: k ^= k >> 16; k *= MIX; k ^= k >> 16."""
+    k ^= k >> 16
+    k = (k * MIX) & 0xFFFFFFFF
+    return k ^ (k >> 16)
+
+
 def owner_key(frame: bytes, vips: set[int] | frozenset[int]) -> int:
     """The definition: the 32-bit key of an Ethernet frame; ``vips``: the services'
     IPv4 addresses as integers."""
@@ -42,7 +54,7 @@ def owner_key(frame: bytes, vips: set[int] | frozenset[int]) -> int:
     if port_at + 2 > len(frame):
         return 0
     port = struct.unpack_from("!H", frame, port_at)[0]
-    return struct.unpack_from("!I", frame, addr_at)[0] ^ port
+    return mix(struct.unpack_from("!I", frame, addr_at)[0] ^ port)
 
 
 def owner(frame: bytes, vips: set[int] | frozenset[int], workers: int) -> int:
@@ -56,17 +68,27 @@ def fanout_program(vips: list[int]) -> list[tuple[int, int, int, int]]:
            (0x15, 1, 0, 0x0800),  # jeq IPv4
            (0x06, 0, 0, 0),  # ret 0
            (0x20, 0, 0, SKF_NET_OFF + 16)]  # ld daddr
-    n = len(vips)
-    for j, v in enumerate(vips):
-        ins.append((0x15, n - 1 - j + 6, 0, v))  # daddr == VIP: the SRC block
-    for port_off, addr_off in ((2, 16), (0, 12)):  # DST block, then SRC block
-        ins += [(0xB1, 0, 0, SKF_NET_OFF),  # ldx 4*([0]&0xf)
+
+    def block(port_off: int, addr_off: int) -> list[tuple[int, int, int, int]]:
+        return [(0xB1, 0, 0, SKF_NET_OFF),  # ldx 4*([0]&0xf)
                 (0x48, 0, 0, SKF_NET_OFF + port_off),  # ldh [x + port]
                 (0x07, 0, 0, 0),  # tax
                 (0x20, 0, 0, SKF_NET_OFF + addr_off),  # ld addr
                 (0xAC, 0, 0, 0),  # xor x
+                (0x07, 0, 0, 0),  # tax             mix:
+                (0x74, 0, 0, 16),  # rsh #16
+                (0xAC, 0, 0, 0),  # xor x
+                (0x24, 0, 0, MIX),  # mul #MIX
+                (0x07, 0, 0, 0),  # tax
+                (0x74, 0, 0, 16),  # rsh #16
+                (0xAC, 0, 0, 0),  # xor x
                 (0x16, 0, 0, 0)]  # ret a
-    return ins
+
+    dst, src = block(2, 16), block(0, 12)  # the client is the destination / the source
+    n = len(vips)
+    for j, v in enumerate(vips):
+        ins.append((0x15, n - 1 - j + len(dst), 0, v))  # daddr == VIP: the SRC block
+    return ins + dst + src
 
 
 def pack_program(ins: list[tuple[int, int, int, int]]) -> bytes:
@@ -95,7 +117,10 @@ def owners(buf: np.ndarray, offs: np.ndarray, lens: np.ndarray, vips: np.ndarray
     port = ((buf.take(at, mode="clip").astype(np.int64) << 8)
             | buf.take(at + 1, mode="clip"))
     key = np.where(to_vip, saddr, daddr) ^ port
+    key ^= key >> 16
+    key = (key * MIX) & 0xFFFFFFFF
+    key ^= key >> 16
     return np.where(whole, key, 0) % workers
 
 
-__all__ = ["fanout_program", "owner", "owner_key", "owners", "pack_program"]
+__all__ = ["MIX", "fanout_program", "mix", "owner", "owner_key", "owners", "pack_program"]
