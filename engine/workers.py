@@ -39,6 +39,7 @@ import json
 import logging
 import mmap
 import os
+import select
 import selectors
 import signal
 import time
@@ -219,16 +220,18 @@ def run_workers(args) -> int:
             log.error("%s", err.strerror if err.strerror else err)
             return 2
     children: list[tuple[int, int]] = []
+    ready_r, ready_w = os.pipe()  # each worker writes one byte once its port is open
     for w in range(1, n):
         rfd, wfd = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(wfd)
+            os.close(ready_r)
             for _, fd in children:
                 os.close(fd)
             code = 1
             try:
-                code = _child(w, rfd, shared, interfaces, group, xdp)
+                code = _child(w, rfd, shared, interfaces, group, xdp, ready_w)
             except BaseException:  # noqa: BLE001
                 log.exception("worker %d failed", w)
             finally:
@@ -236,6 +239,8 @@ def run_workers(args) -> int:
         os.close(rfd)
         children.append((pid, wfd))
 
+    os.close(ready_w)
+    _wait_ready(ready_r, n - 1)
     daemon = Daemon(io=args.io, interfaces=interfaces)
     daemon.fanout_group = group
     if xdp is not None:
@@ -313,6 +318,26 @@ def run_workers(args) -> int:
                     pass
 
 
+def _wait_ready(fd: int, workers: int, timeout: float = 10.0) -> None:
+    """Until every worker's port is open (its sockets in the XDP maps, its rings in the
+    fanout group), so that the control socket answers only when all of them serve."""
+    got = 0
+    deadline = time.monotonic() + timeout
+    try:
+        while got < workers and time.monotonic() < deadline:
+            r, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not r:
+                break
+            chunk = os.read(fd, 64)
+            if not chunk:  # every worker has exited or written
+                break
+            got += len(chunk)
+    finally:
+        os.close(fd)
+    if got < workers:
+        log.warning("%d of %d workers did not report ready", workers - got, workers)
+
+
 def _save(director) -> list[str]:
     from pyvs.engine import ipvsadm
 
@@ -330,7 +355,7 @@ def _broadcast(children, request: dict) -> None:
 
 
 def _child(index: int, rfd: int, shared: SharedCounters, interfaces: list[str],
-           group: int, xdp=None) -> int:
+           group: int, xdp=None, ready: int = -1) -> int:
     from pyvs.engine import ipvsadm
     from pyvs.engine.daemon import EXPIRE_BUDGET, TICK, keep_long_lived_out_of_gc
     from pyvs.engine.director import Director
@@ -354,6 +379,9 @@ def _child(index: int, rfd: int, shared: SharedCounters, interfaces: list[str],
         from pyvs.engine.io.xdp import XdpPort
 
         port = XdpPort(director, interfaces, sender, xdp, index)  # process 0 attaches
+    if ready >= 0:
+        os.write(ready, b"r")
+        os.close(ready)
     sel = selectors.DefaultSelector()
     for ring in port.readers():
         sel.register(ring, selectors.EVENT_READ, ring)

@@ -102,7 +102,7 @@ _COLS = np.arange(ETH_HLEN + 20, dtype=np.int64)
 def owners(buf: np.ndarray, offs: np.ndarray, lens: np.ndarray, vips: np.ndarray,
            workers: int) -> np.ndarray:
     """``owner`` of each frame of a batch: ``buf`` holds the frames at ``offs`` (their
-    lengths ``lens``); ``vips``: uint32 array of the services' IPv4 addresses."""
+    lengths ``lens``); ``vips``: sorted int64 array of the services' IPv4 addresses."""
     n = len(offs)
     if n == 0 or workers == 1:
         return np.zeros(n, dtype=np.int64)
@@ -110,7 +110,10 @@ def owners(buf: np.ndarray, offs: np.ndarray, lens: np.ndarray, vips: np.ndarray
     v4 = (h[:, 12] == 0x08) & (h[:, 13] == 0x00) & (lens >= ETH_HLEN + 20)
     saddr = (h[:, 26] << 24) | (h[:, 27] << 16) | (h[:, 28] << 8) | h[:, 29]
     daddr = (h[:, 30] << 24) | (h[:, 31] << 16) | (h[:, 32] << 8) | h[:, 33]
-    to_vip = np.isin(daddr, vips)
+    if len(vips):
+        to_vip = vips[np.minimum(np.searchsorted(vips, daddr), len(vips) - 1)] == daddr
+    else:
+        to_vip = np.zeros(n, dtype=bool)
     port_at = ETH_HLEN + (h[:, 14] & 0x0F) * 4 + np.where(to_vip, 0, 2)
     whole = v4 & (port_at + 2 <= lens)
     at = offs + port_at

@@ -145,7 +145,8 @@ class XdpPort(Port):
         self.workers = workers
         self.index = index
         self.inbox: Inbox | None = None
-        self.vips = np.zeros(0, dtype=np.int64)
+        self.vips = np.zeros(0, dtype=np.int64)  # the owner function's virtual addresses
+        self.vip_set: frozenset[int] = frozenset()
         self.pipeline = BatchPipeline(director, raw, send=self._send)
         self.counters = {"tx-full": 0}
         self._inflight: list[np.ndarray] = []
@@ -205,8 +206,10 @@ class XdpPort(Port):
 
     def update(self, services: list) -> None:
         self.pipeline.update(services)
-        self.vips = np.array(sorted({int.from_bytes(s.addr, "big") for s in services
-                                     if not s.fwmark and len(s.addr) == 4}), dtype=np.int64)
+        vips = {int.from_bytes(s.addr, "big") for s in services
+                if not s.fwmark and len(s.addr) == 4}
+        self.vip_set = frozenset(vips)
+        self.vips = np.array(sorted(vips), dtype=np.int64)
         if self.steering is not None:
             self.steering.sync(steer.targets(Takes.of(services)))
 
@@ -238,7 +241,13 @@ class XdpPort(Port):
         w, me, umem = self.workers, self.index, self.umem
         w.handoff.counters[me][C_RECEIVED] += len(addrs)
         offs = addrs.astype(np.int64)
-        own = owner.owners(umem.arr, offs, lens, self.vips, w.count)
+        if len(offs) <= SMALL_BATCH:  # numpy's fixed cost would dominate
+            arr = umem.arr
+            own = np.array([owner.owner(arr[o:o + min(ln, 96)].tobytes(), self.vip_set, w.count)
+                            for o, ln in zip(offs.tolist(), lens.tolist(), strict=True)],
+                           dtype=np.int64)
+        else:
+            own = owner.owners(umem.arr, offs, lens, self.vips, w.count)
         mine = own == me
         if mine.all():
             return addrs, lens
