@@ -50,6 +50,8 @@ def run_cbpf(ins: list[tuple[int, int, int, int]], frame: bytes) -> int:
                 a = v
         elif code == 0x15:  # jeq #k
             pc += jt if a == k else jf
+        elif code == 0x05:  # ja #k
+            pc += k
         elif code == 0x07:  # tax
             x = a
         elif code == 0xAC:  # xor x
@@ -126,6 +128,18 @@ def test_one_client_connecting_from_even_ports_spreads_over_the_workers():
                 for p in range(256)]
         counts = np.bincount(seen, minlength=workers)
         assert counts.min() >= 256 // workers // 2, counts
+
+
+@settings(max_examples=30, deadline=None)
+@given(frames=st.lists(frame_st, min_size=1, max_size=20), hit=st.integers(0, 299))
+def test_hundreds_of_vips_need_the_long_jumps_and_still_agree(frames, hit):
+    """Past ~240 VIPs a conditional jump cannot reach the SRC block (255 instructions
+    at most): the program switches to jeq + ja pairs."""
+    vips = sorted({0xC6130000 + 7 * i for i in range(300)})
+    frames = [*frames, ipv4(0xC612000A, vips[hit], 40000, 80)]
+    prog = fanout_program(vips)
+    assert all(jt <= 255 and jf <= 255 for _c, jt, jf, _k in prog)
+    assert [run_cbpf(prog, f) for f in frames] == [owner_key(f, set(vips)) for f in frames]
 
 
 def test_the_xdp_ports_small_batch_path_is_the_definition_itself():

@@ -27,6 +27,7 @@ import numpy as np
 ETH_HLEN = 14
 SKF_AD_PROTOCOL = -0x1000
 SKF_NET_OFF = -0x100000
+BPF_MAXINSNS = 4096  # a classic BPF program's length limit
 
 
 MIX = 0x045D9F3B
@@ -86,8 +87,16 @@ def fanout_program(vips: list[int]) -> list[tuple[int, int, int, int]]:
 
     dst, src = block(2, 16), block(0, 12)  # the client is the destination / the source
     n = len(vips)
-    for j, v in enumerate(vips):
-        ins.append((0x15, n - 1 - j + len(dst), 0, v))  # daddr == VIP: the SRC block
+    if n - 1 + len(dst) <= 255:  # a conditional jump reaches 255 instructions ahead
+        for j, v in enumerate(vips):
+            ins.append((0x15, n - 1 - j + len(dst), 0, v))  # daddr == VIP: the SRC block
+    else:  # more VIPs: jeq to an unconditional jump (32-bit offset) per VIP
+        if 2 * n + len(ins) + len(dst) + len(src) > BPF_MAXINSNS:
+            raise ValueError(f"{n} IPv4 virtual addresses: the workers' fanout program "
+                             f"holds at most {(BPF_MAXINSNS - 30) // 2}")
+        for j, v in enumerate(vips):
+            ins += [(0x15, 0, 1, v),  # daddr == VIP:
+                    (0x05, 0, 0, 2 * (n - 1 - j) + len(dst))]  # ja the SRC block
     return ins + dst + src
 
 
