@@ -212,11 +212,10 @@ def run_workers(args) -> int:
     xdp = None
     if args.io == "xdp":
         from pyvs.engine.io.xdp import XdpWorkers
-        from pyvs.engine.io.xsk import XdpError
 
         try:
             xdp = XdpWorkers.make(interfaces, n)
-        except XdpError as err:
+        except OSError as err:  # too few queues, or BPF not allowed here
             log.error("%s", err.strerror if err.strerror else err)
             return 2
     children: list[tuple[int, int]] = []
