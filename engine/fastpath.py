@@ -26,7 +26,13 @@ How a batch goes:
      queued; Tunnel.ready_plan: plain IPIP over IPv4, path MTU large enough): the frame
      (DR: new MACs, sent from where it sits) or the outer packet (forwarders/encap.py's
      header) is queued in l2_outbox / outbox in packet order as the forwarders queue
-     theirs (engine/bufref.py), verdict DROP as theirs.  What Director.handle
+     theirs (engine/bufref.py), verdict DROP as theirs.  An IPIP packet whose outer
+     header gets DF (ID 0 then, as ip_select_ident makes it: nothing is left for the
+     stack to choose) becomes a ready Ethernet frame in place when the port leaves
+     ``headroom`` before its frames and the next hop's MAC is known (TunnelPlan.hop):
+     outer and Ethernet headers go into the 20 bytes before the frame and over its
+     own Ethernet header, the inner packet is not copied, and the port sends it like
+     a DR frame.  What Director.handle
      would do besides is done once per batch with the core's batch operations (the
      protocol's keep_state_many, ConnTable.put_many).  Every other frame (new flows,
      SYN/FIN/RST, ICMP, IPv6, anything odd) is copied out and handed to
@@ -71,6 +77,9 @@ _COLS = np.arange(HDR, dtype=np.int64)
 _WB = np.arange(ETH + 8, HDR, dtype=np.int64)  # TTL .. end of a TCP header
 _GATHER_MAX = 256  # IPIP inner packets up to this long are copied with one gather
 _L2TTL = np.r_[0:12, ETH + 8:ETH + 12]  # the MACs, and TTL .. header checksum
+_L2_OUTER = ETH + 20 + 20  # an IPIP frame's headers: Ethernet, outer and inner IPv4
+_L2_COLS = np.arange(_L2_OUTER, dtype=np.int64)
+_ETH_IPV4 = np.array([0x08, 0x00], dtype=np.uint8)
 
 _TCP, _UDP = 6, 17
 _M48 = (1 << 48) - 1
@@ -88,7 +97,9 @@ class FastPath:
 
     # ------------------------------------------------------------------------------------
     def run(self, buf: np.ndarray, offs: np.ndarray, lens: np.ndarray,
-            now: float | None = None) -> np.ndarray:
+            now: float | None = None, headroom: int = 0) -> np.ndarray:
+        """One batch (see the module docstring); ``headroom``: bytes before every frame
+        the port lets this overwrite (an IPIP frame is then built in place)."""
         d = self.director
         n = len(offs)
         verdicts = np.full(n, ACCEPT, dtype=np.int8)
@@ -179,6 +190,10 @@ class FastPath:
         tun_at: list[int] = []
         tunbuf = None
         tun_pos = 0
+        tl2_i: list[int] = []  # ... IPIP as ready Ethernet frames (outbox, in place)
+        tl2_p: list = []
+        l2_room = headroom >= 20
+        dfs = ((frag & 0x4000) != 0).tolist() if l2_room else None
         out_i: list[int] = []  # fast replies: frame index, conn, its destination
         out_c: list = []
         out_d: list = []
@@ -266,7 +281,15 @@ class FastPath:
                     dr_h.append(ready)
                     l2_outbox.append((ready.ifname,
                                       BufRef(buf, offl[i], ETH + tots[i], ready.ifindex)))
-                else:
+                elif ready.hop is not None and l2_room and dfs[i] and ready.copy_df:
+                    # a ready Ethernet frame, built where the packet sits (its outer
+                    # header in the headroom before it); DF set: the outer ID is 0, as
+                    # ip_select_ident makes it, so the stack has nothing left to choose
+                    tl2_i.append(i)
+                    tl2_p.append(ready)
+                    outbox.append(BufRef(buf, offl[i] - 20, ETH + 20 + tots[i],
+                                         ready.hop.ifindex))
+                else:  # the outer packet in a buffer of its own, to the stack
                     if tunbuf is None:
                         tunbuf = np.empty(int(tot[elig].sum()) + 20 * n, dtype=np.uint8)
                     tun_i.append(i)
@@ -308,8 +331,10 @@ class FastPath:
             self._route(buf, offs, h, dr_i, dr_h)
         if tun_i:
             self._encapsulate(buf, offs, tot, h, tun_i, tun_p, tunbuf, tun_at)
-        if dr_i or tun_i:  # counted as Director.count_in does, in packet order's sums
-            routed = sorted(dr_i + tun_i)
+        if tl2_i:
+            self._encapsulate_l2(buf, offs, tot, h, tl2_i, tl2_p)
+        if dr_i or tun_i or tl2_i:  # counted as Director.count_in does, in packet order
+            routed = sorted(dr_i + tun_i + tl2_i)
             by_row = dict(zip(in_i, in_d, strict=True))
             self._count(tot, routed, [by_row[i] for i in routed], False)
         return verdicts
@@ -425,6 +450,25 @@ class FastPath:
         cols = np.arange(20, dtype=np.int64)
         tunbuf[starts[:, None] + cols] = outer
         tunbuf[starts[:, None] + 20 + cols] = inner
+
+    def _encapsulate_l2(self, buf, offs, tot, h, rows, plans) -> None:
+        """IPIP as whole Ethernet frames: the outer header and the next hop's Ethernet
+        header go into the 20 bytes before each frame and over its own Ethernet header,
+        the inner packet stays where it is (TTL - 1, checksum recomputed); the queued
+        references start 20 bytes before the frame."""
+        r = np.asarray(rows, dtype=np.int64)
+        inner = h[r][:, ETH:ETH + 20].copy()
+        inner[:, 8] -= 1
+        set_ipv4_header_csums(inner)
+        saddr = np.frombuffer(b"".join(p.saddr for p in plans), np.uint8).reshape(-1, 4)
+        daddr = np.frombuffer(b"".join(p.daddr for p in plans), np.uint8).reshape(-1, 4)
+        head = np.empty((len(rows), _L2_OUTER), dtype=np.uint8)
+        head[:, :12] = np.frombuffer(b"".join(p.hop.dst_mac + p.hop.src_mac for p in plans),
+                                     np.uint8).reshape(-1, 12)
+        head[:, 12:14] = _ETH_IPV4
+        head[:, 14:34] = ipip_headers(inner, saddr, daddr, True)
+        head[:, 34:] = inner
+        buf[(offs[r] - 20)[:, None] + _L2_COLS] = head
 
     def _count(self, tot, r, dests, reply: bool) -> None:
         """Director.count_in / count_out, summed per destination."""

@@ -35,6 +35,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from pyvs.engine.model import TUN_TYPE_GRE, TUN_TYPE_GUE, TUN_TYPE_IPIP
+from pyvs.engine.neigh import ReadyHop, ready_l2_hop
 from pyvs.engine.packet import PacketInfo, dec_ttl
 from pyvs.engine.verdict import ACCEPT, DROP
 from pyvs.forwarders.base import ForwardContext
@@ -45,12 +46,16 @@ from pyvs.forwarders.routed import RoutedForwarder
 class TunnelPlan(NamedTuple):
     """The outer IPv4 header every IPIP packet toward one real server shares: source,
     destination, whether DF is copied from the inner packet (pmtu_disc), and the
-    largest inner packet that goes without ICMP or fragmentation."""
+    largest inner packet that goes without ICMP or fragmentation; and, when the next
+    hop's MAC is known and routing gave a source address, the Ethernet frame's way out
+    (``hop``: the batch path then sends ready frames instead of going through the
+    stack, engine/fastpath.py)."""
 
     saddr: bytes
     daddr: bytes
     copy_df: bool
     mtu: int  # the largest inner packet
+    hop: ReadyHop | None = None
 
 
 class Tunnel(RoutedForwarder):
@@ -76,7 +81,10 @@ class Tunnel(RoutedForwarder):
         mtu = ctx.pmtu.get(daddr, route.mtu, ctx.now()) - 20
         if mtu < 68:
             return None
-        return TunnelPlan(route.src or bytes(4), daddr, bool(ctx.sysctl.pmtu_disc), mtu)
+        hop = None
+        if route.src is not None:  # else the raw socket fills in the source
+            hop = ready_l2_hop(ctx.routes, route, route.gateway or daddr)
+        return TunnelPlan(route.src or bytes(4), daddr, bool(ctx.sysctl.pmtu_disc), mtu, hop)
 
     def to_real(self, ctx, buf, info, conn) -> int:
         return self._xmit(ctx, buf, info, conn, False)

@@ -40,6 +40,7 @@ TP_STATUS_CSUMNOTREADY = 8
 BLOCK_SIZE = 1 << 16  # 64 KiB: ~330 small frames per batch
 BLOCK_NR = 64
 FRAME_SIZE = 2048
+TPACKET3_HDR = 48  # sizeof(struct tpacket3_hdr)
 RETIRE_TOV_MS = 1  # a partly filled block is handed over after this long (min 1 ms)
 MAX_BEHIND = 32  # more blocks than this waiting (of BLOCK_NR): shed the oldest
 
@@ -149,8 +150,10 @@ class RxRing:
         return n
 
     def frames(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The current block: (block offset, frame offsets, captured lengths, wire
-        lengths, status words); offsets are absolute in the ring (the Ethernet header)."""
+        """The current block: (headroom, frame offsets, captured lengths, wire lengths,
+        status words); offsets are absolute in the ring (the Ethernet header).  The
+        headroom is how many bytes before every Ethernet header are free to overwrite once
+        the block is walked: the sockaddr_ll and padding after struct tpacket3_hdr."""
         b = self.cur * self.block_size
         m32 = self._m32
         num = m32[(b + 12) >> 2]
@@ -172,7 +175,7 @@ class RxRing:
         lens = a32[w + 4].astype(np.int64)
         stats = a32[w + 5].astype(np.int64)
         mac = self._a16[(o >> 1) + 12].astype(np.int64)  # tp_mac (u16 at +24)
-        return b, o + mac, snaps, lens, stats
+        return (int(mac.min()) - TPACKET3_HDR if len(mac) else 0), o + mac, snaps, lens, stats
 
     def release(self) -> int:
         """Give the current block back to the kernel; returns its frame count."""

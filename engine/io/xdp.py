@@ -46,6 +46,7 @@ from pyvs.engine.io.rxring import TP_STATUS_CSUMNOTREADY
 from pyvs.engine.takes import Takes
 
 _CHUNK_SHIFT = np.uint64(xsk.FRAME.bit_length() - 1)
+_IN_CHUNK = np.uint64(xsk.FRAME - 1)
 BATCH = 512  # frames per batch (numpy pays off from ~32 frames, best in the hundreds)
 _TCP, _UDP = 6, 17
 _COLS = np.arange(58, dtype=np.int64)  # Ethernet + IPv6 + ports
@@ -234,7 +235,9 @@ class XdpPort(Port):
         return done
 
     def _take_chunks(self, n: int) -> np.ndarray:
-        return self.umem.take(n).astype(np.int64)  # a copy: the free list moves on
+        """Free chunks for handed-in frames, each frame placed as the kernel places a
+        received one (after XDP_PACKET_HEADROOM, which the tunnel path builds into)."""
+        return self.umem.take(n).astype(np.int64) + xsk.HEADROOM  # a copy of the free list
 
     def _hand_off(self, addrs: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Copy the frames another worker owns to it; returns the ones this worker owns."""
@@ -277,7 +280,10 @@ class XdpPort(Port):
             else:
                 status = np.where(partial_checksums(umem.arr, offs, lens),
                                   TP_STATUS_CSUMNOTREADY, 0)
-            done = self.pipeline.run(umem.arr, umem.base, offs, lens, lens, status)
+            # the chunk's bytes before each frame (XDP_PACKET_HEADROOM) are free
+            headroom = int((addrs & _IN_CHUNK).min())
+            done = self.pipeline.run(umem.arr, umem.base, offs, lens, lens, status,
+                                     headroom)
         finally:
             if self._inflight:  # chunks on a TX ring come back by completion
                 sent = np.concatenate(self._inflight) >> _CHUNK_SHIFT

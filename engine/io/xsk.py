@@ -39,7 +39,8 @@ PGOFF_RX, PGOFF_TX = 0, 0x80000000
 PGOFF_FILL, PGOFF_COMP = 0x100000000, 0x180000000
 
 FRAME = 2048
-MAX_FRAME = FRAME - 256  # copy mode puts a frame XDP_PACKET_HEADROOM into its chunk
+HEADROOM = 256  # XDP_PACKET_HEADROOM: where copy mode puts a frame in its chunk
+MAX_FRAME = FRAME - HEADROOM
 RING = 4096  # entries in each ring (a power of two)
 FRAMES = 16384  # chunks in the UMEM: 32 MiB
 
