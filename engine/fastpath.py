@@ -395,11 +395,13 @@ class FastPath:
         delta = delta + (new_port - old_port)
         pr = proto[r]
         tcp = pr == _TCP
-        if tcp.any():
+        n_tcp = int(np.count_nonzero(tcp))
+        if n_tcp:
+            tcp = slice(None) if n_tcp == len(pr) else tcp  # one protocol: no mask
             tc = (ETH + 36) >> 1
             w[tcp, tc] = csum_adjust(w[tcp, tc].astype(np.int64), delta[tcp])
-        udp = ~tcp
-        if udp.any():
+        if n_tcp < len(pr):
+            udp = slice(None) if not n_tcp else ~tcp
             uc = (ETH + 26) >> 1
             c = w[udp, uc].astype(np.int64)
             nc = csum_adjust(c, delta[udp])
@@ -473,19 +475,19 @@ class FastPath:
     def _count(self, tot, r, dests, reply: bool) -> None:
         """Director.count_in / count_out, summed per destination."""
         d = self.director
-        m = len(dests)
+        count = d.count_out if reply else d.count_in
         lens = tot[r]  # destinations as they were when each frame was handled
-        ids = np.fromiter(map(id, dests), np.uint64, m)
-        if (ids == ids[0]).all():  # one destination (np.unique costs more)
-            uniq, first, code = ids[:1], np.zeros(1, np.int64), np.zeros(m, np.int64)
-        else:
-            uniq, first, code = np.unique(ids, return_index=True, return_inverse=True)
-        k = len(uniq)
+        by_id = {id(x): x for x in dests}  # each destination once, in order of appearance
+        if len(by_id) == 1:
+            count(dests[0], len(dests), int(lens.sum()))
+            return
+        slot = {k: j for j, k in enumerate(by_id)}
+        code = np.fromiter(map(slot.__getitem__, map(id, dests)), np.int64, len(dests))
+        k = len(slot)
         pk = np.bincount(code, minlength=k).tolist()
         by = np.bincount(code, weights=lens, minlength=k).tolist()
-        count = d.count_out if reply else d.count_in
-        for j, f in enumerate(first.tolist()):
-            count(dests[f], pk[j], int(by[j]))
+        for j, dest in enumerate(by_id.values()):
+            count(dest, pk[j], int(by[j]))
 
 
 __all__ = ["FastPath"]
