@@ -59,6 +59,7 @@ class Daemon:
         self.interfaces = interfaces
         self.ports: list[Port] = []
         self.fanout_group: int | None = None  # set by engine/workers.py
+        self.port_options: dict = {}  # PortContext.options (engine/workers.py: xdp-workers)
         self.health = None  # engine/health/supervisor.py, with --keepalived / --config
         self.sync = SyncDaemons(self.director)  # --start-daemon master|backup
         self.selector: selectors.BaseSelector | None = None
@@ -220,7 +221,7 @@ class Daemon:
         if self.io in ("ring", "xdp"):
             self.director.conntable.expire_budget = EXPIRE_BUDGET
         ctx = PortContext(self.director, sender, self.interfaces, self.fanout_group,
-                          self.queue)
+                          self.queue, self.port_options)
         self.ports = open_ports(self.io, ctx)
         self.interfaces = ctx.interfaces
 
