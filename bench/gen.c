@@ -151,6 +151,19 @@ static uint16_t ip_csum(const void *hdr, int len) {
     return (uint16_t)~sum;
 }
 
+/* The UDP checksum over the IPv4 pseudo-header and the datagram (0 is sent 0xffff). */
+static uint16_t udp_csum(const struct iphdr *ip, const unsigned char *udp, int len) {
+    uint32_t sum = 0;
+    const uint16_t *w = (const uint16_t *)&ip->saddr;
+    for (int i = 0; i < 4; i++) sum += w[i]; /* saddr, daddr */
+    sum += htons(IPPROTO_UDP) + htons((uint16_t)len);
+    for (int i = 0; i + 1 < len; i += 2) sum += (uint32_t)(udp[i] | (udp[i + 1] << 8));
+    if (len & 1) sum += udp[len - 1];
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    uint16_t c = (uint16_t)~sum;
+    return c ? c : 0xffff;
+}
+
 /* One AF_PACKET socket on o->ifname and `ports` prebuilt Ethernet frames. */
 static int raw_setup(struct opts *o, char **frames_out, int *flen_out) {
     int fd = socket(AF_PACKET, SOCK_RAW, 0);
@@ -199,8 +212,9 @@ static int raw_setup(struct opts *o, char **frames_out, int *flen_out) {
         udp->source = htons((uint16_t)(o->sport_base + p));
         udp->dest = htons((uint16_t)o->dport);
         udp->len = htons((uint16_t)(8 + o->size));
-        udp->check = 0; /* no checksum: allowed for UDP over IPv4 */
         for (int i = 0; i < o->size; i++) f[42 + i] = (unsigned char)('a' + i % 26);
+        udp->check = 0; /* then the checksum, as a Linux UDP socket sends it */
+        udp->check = udp_csum(ip, f + 34, 8 + o->size);
     }
     *frames_out = frames;
     *flen_out = flen;

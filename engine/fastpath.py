@@ -57,10 +57,9 @@ from operator import and_, attrgetter, lshift, or_
 
 import numpy as np
 
-from pyvs.engine import fastpath6
+from pyvs.engine import fastpath4, fastpath6
 from pyvs.engine.bufref import BufRef
 from pyvs.engine.conntable import source_rs_key
-from pyvs.engine.csum import TTL_DELTA, csum_adjust
 from pyvs.engine.model import (
     CONN_F_NOOUTPUT,
     DEST_F_AVAILABLE,
@@ -73,17 +72,11 @@ from pyvs.engine.packet import Malformed, parse
 from pyvs.engine.proto import INPUT, INPUT_ONLY, OUTPUT, PROTOCOLS
 from pyvs.engine.proto.tcp import ack_keeps_state
 from pyvs.engine.verdict import ACCEPT, DROP, FORWARD
-from pyvs.forwarders.encap import ipip_headers, set_ipv4_header_csums
 
-ETH = 14
-HDR = ETH + 20 + 20  # Ethernet + IPv4 without options + TCP without options
+ETH = fastpath4.ETH
+HDR = fastpath4.HDR
+IPIP_ROOM = fastpath4.IPIP_ROOM
 _COLS = np.arange(HDR, dtype=np.int64)
-_WB = np.arange(ETH + 8, HDR, dtype=np.int64)  # TTL .. end of a TCP header
-_GATHER_MAX = 256  # IPIP inner packets up to this long are copied with one gather
-_L2TTL = np.r_[0:12, ETH + 8:ETH + 12]  # the MACs, and TTL .. header checksum
-_L2_OUTER = ETH + 20 + 20  # an IPIP frame's headers: Ethernet, outer and inner IPv4
-_L2_COLS = np.arange(_L2_OUTER, dtype=np.int64)
-_ETH_IPV4 = np.array([0x08, 0x00], dtype=np.uint8)
 
 _TCP, _UDP = 6, 17
 _M48, _M144 = (1 << 48) - 1, (1 << 144) - 1
@@ -148,6 +141,8 @@ class FastPath:
                 & ((is_tcp & (avail >= 20) & (doff >= 20) & (doff <= avail)
                     & ((tflags & 0x17) == 0x10))
                    | (is_udp & (avail >= 8) & (ulen >= 8) & (ulen <= avail))))
+        # NAT computes a full checksum for a UDP checksum of 0 (udp_dnat_handler): per packet
+        udp0 = is_udp & (w[:, (ETH + 26) >> 1] == 0)
         if d.tracer is not None:  # `pyvs trace`: traced frames take Director.handle, seen
             elig &= ~d.tracer.batch_mask(saddr, sport, daddr, dport)
         # IPv6 frames: their own columns (engine/fastpath6.py), merged into the batch's
@@ -161,6 +156,7 @@ class FastPath:
             elig[rows6] = c6.elig if d.tracer is None else False
             tot[rows6] = c6.tot
             proto[rows6] = c6.proto
+            udp0[rows6] = c6.udp0
 
         # packed keys (engine/conntable.pack_key / rs_key) of the IPv4 frames
         hi = (proto << 32) | saddr  # key >> 64
@@ -190,6 +186,7 @@ class FastPath:
                 keys[j] = key
                 rks[j] = source_rs_key(key)
         v6s = is6.tolist()
+        zero_udp = udp0.tolist()
         pre_reply = table.replies_possible(rks)
         pre_in = in_get_many(keys)
         clean = True
@@ -217,7 +214,7 @@ class FastPath:
         tun_pos = 0
         tl2_i: list[int] = []  # ... IPIP as ready Ethernet frames (outbox, in place)
         tl2_p: list = []
-        l2_room = headroom >= 20
+        l2_room = headroom >= IPIP_ROOM
         dfs = ((frag & 0x4000) != 0).tolist() if l2_room else None
         out_i: list[int] = []  # fast replies: frame index, conn, its destination
         out_c: list = []
@@ -240,7 +237,7 @@ class FastPath:
                     dest = conn.dest
                     p = protos[i]
                     if (flags & (CONN_F_NOOUTPUT | FWD_MASK) or dest is None
-                            or not dest.flags & DEST_F_AVAILABLE
+                            or not dest.flags & DEST_F_AVAILABLE or zero_udp[i]
                             or (p == _TCP and conn.state not in out_stays)):
                         verdicts[i] = slow_packet(buf, int(offs[i]), int(lens[i]), now)
                         slow += 1
@@ -266,7 +263,7 @@ class FastPath:
             fwd = flags & FWD_MASK
             if fwd == FWD_MASQ:
                 if (flags & CONN_F_NOOUTPUT or dest is None
-                        or not dest.flags & DEST_F_AVAILABLE
+                        or not dest.flags & DEST_F_AVAILABLE or zero_udp[i]
                         or (p == _TCP and conn.state not in in_stays)):
                     verdicts[i] = slow_packet(buf, int(offs[i]), int(lens[i]), now)
                     slow += 1
@@ -311,7 +308,7 @@ class FastPath:
                     # ip_select_ident makes it, so the stack has nothing left to choose
                     tl2_i.append(i)
                     tl2_p.append(ready)
-                    outbox.append(BufRef(buf, offl[i] - 20, ETH + 20 + tots[i],
+                    outbox.append(BufRef(buf, offl[i] - IPIP_ROOM, ETH + 20 + tots[i],
                                          ready.hop.ifindex))
                 else:  # the outer packet in a buffer of its own, to the stack
                     if tunbuf is None:
@@ -373,7 +370,9 @@ class FastPath:
                     fastpath6.route(buf, offs[r[sel]], c6.h[p],
                                     b"".join(hp.dst_mac + hp.src_mac for hp in hops))
                 else:
-                    self._route(buf, offs, h, r[sel], hops)
+                    rr = r[sel]
+                    fastpath4.route(buf, offs[rr], h[rr],
+                                    b"".join(hp.dst_mac + hp.src_mac for hp in hops))
         if tun_i:
             r = np.asarray(tun_i, dtype=np.int64)
             for sel, six in _by_family(is6[r]):
@@ -384,9 +383,11 @@ class FastPath:
                     fastpath6.encapsulate(buf, offs[rr], tot[rr], c6.h[pos6[rr]], plans,
                                           tunbuf, at)
                 else:
-                    self._encapsulate(buf, offs, tot, h, r[sel].tolist(), plans, tunbuf, at)
+                    rr = r[sel]
+                    fastpath4.encapsulate(buf, offs[rr], tot[rr], h[rr], plans, tunbuf, at)
         if tl2_i:
-            self._encapsulate_l2(buf, offs, tot, h, tl2_i, tl2_p)
+            r = np.asarray(tl2_i, dtype=np.int64)
+            fastpath4.encapsulate_in_place(buf, offs[r], h[r], tl2_p)
         if dr_i or tun_i or tl2_i:  # counted as Director.count_in does, in packet order
             routed = sorted(dr_i + tun_i + tl2_i)
             by_row = dict(zip(in_i, in_d, strict=True))
@@ -410,58 +411,17 @@ class FastPath:
             buf[off + ETH: off + ETH + len(pkt)] = np.frombuffer(pkt, dtype=np.uint8)
         return verdict
 
-    def _rewrite(self, buf, offs, tot, proto, h, rows, conns, dests, reply: bool) -> None:
+    def _rewrite(self, buf, offs, tot, proto, h, r, conns, dests, reply: bool) -> None:
         """SNAT (reply: source := VIP:vport) or DNAT (request: dest := RS:rport) of the
-        fast frames, checksums updated as forwarders/nat.py does, and counting."""
-        r = np.asarray(rows, dtype=np.int64)
-        o = offs[r]
-        hh = h[r]
+        fast IPv4 frames at rows ``r`` (engine/fastpath4.py nat_rewrite), and counting."""
         m = len(conns)
         if reply:
             vps = np.fromiter(map(and_, map(_IKEY, conns), repeat(_M48, m)), np.int64, m)
-            new_addr = vps >> 16
-            new_port = vps & 0xFFFF
-            a_at, p_at = ETH + 12, ETH + 20
-        else:
-            raw = b"".join(map(_DADDR, conns))
-            if len(raw) == 4 * m:  # IPv4 real servers (always, for a MASQ IPv4 entry)
-                new_addr = np.frombuffer(raw, dtype=">u4").astype(np.int64)
-            else:
-                new_addr = np.array([int.from_bytes(c.daddr, "big") for c in conns],
-                                    dtype=np.int64)
+            new_addr, new_port = vps >> 16, vps & 0xFFFF
+        else:  # a MASQ entry of an IPv4 client has an IPv4 real server
+            new_addr = np.frombuffer(b"".join(map(_DADDR, conns)), ">u4").astype(np.int64)
             new_port = np.fromiter(map(_DPORT, conns), np.int64, m)
-            a_at, p_at = ETH + 16, ETH + 22
-        # the header rows of these frames, as big-endian 16-bit words (all fields here
-        # sit on even offsets), changed in place and written back with one scatter
-        w = hh.view(">u2")
-        ai, pi = a_at >> 1, p_at >> 1
-        old_addr = (w[:, ai].astype(np.int64) << 16) | w[:, ai + 1]
-        old_port = w[:, pi].astype(np.int64)
-        delta = new_addr - old_addr
-        ip_delta = delta
-        if not reply:  # the port transmits it: the TTL, as forwarders/nat.py does then
-            w[:, (ETH + 8) >> 1] -= 0x100
-            ip_delta = delta + TTL_DELTA
-        w[:, (ETH + 10) >> 1] = csum_adjust(w[:, (ETH + 10) >> 1].astype(np.int64), ip_delta)
-        w[:, ai] = new_addr >> 16
-        w[:, ai + 1] = new_addr & 0xFFFF
-        w[:, pi] = new_port
-        delta = delta + (new_port - old_port)
-        pr = proto[r]
-        tcp = pr == _TCP
-        n_tcp = int(np.count_nonzero(tcp))
-        if n_tcp:
-            tcp = slice(None) if n_tcp == len(pr) else tcp  # one protocol: no mask
-            tc = (ETH + 36) >> 1
-            w[tcp, tc] = csum_adjust(w[tcp, tc].astype(np.int64), delta[tcp])
-        if n_tcp < len(pr):
-            udp = slice(None) if not n_tcp else ~tcp
-            uc = (ETH + 26) >> 1
-            c = w[udp, uc].astype(np.int64)
-            nc = csum_adjust(c, delta[udp])
-            nc[nc == 0] = 0xFFFF
-            w[udp, uc] = np.where(c != 0, nc, 0)  # UDP checksum 0 = none: left alone
-        buf[o[:, None] + _WB] = hh[:, _WB]
+        fastpath4.nat_rewrite(buf, offs[r], h[r], proto[r], new_addr, new_port, reply)
         self._count(tot, r, dests, reply)
 
     def _rewrite6(self, buf, offs, tot, proto, c6, pos6, r, conns, dests,
@@ -473,68 +433,6 @@ class FastPath:
             new = b"".join([c.daddr + c.dport.to_bytes(2, "big") for c in conns])
         fastpath6.nat_rewrite(buf, offs[r], c6.h[pos6[r]], proto[r], new, reply)
         self._count(tot, r, dests, reply)
-
-    def _route(self, buf, offs, h, rows, hops) -> None:
-        """Direct routing (forwarders/dr.py): TTL - 1 with the checksum as ip_decrease_ttl,
-        and the Ethernet header toward the real server's MAC (the frames already sit in
-        ``l2_outbox``)."""
-        r = np.asarray(rows, dtype=np.int64)
-        o = offs[r]
-        w = h[r].view(">u2")
-        w[:, (ETH + 8) >> 1] -= 0x100
-        cs = (ETH + 10) >> 1
-        w[:, cs] = csum_adjust(w[:, cs].astype(np.int64), TTL_DELTA)
-        hh = w.view(np.uint8)
-        macs = np.frombuffer(b"".join(hp.dst_mac + hp.src_mac for hp in hops),
-                             dtype=np.uint8).reshape(len(rows), 12)
-        hh[:, :12] = macs
-        buf[o[:, None] + _L2TTL] = hh[:, _L2TTL]
-
-    def _encapsulate(self, buf, offs, tot, h, rows, plans, tunbuf, at) -> None:
-        """IPIP (forwarders/tun.py): the inner packet with its TTL decremented and its
-        header checksum recomputed, behind the outer header forwarders/encap.py makes,
-        written into ``tunbuf`` where the queued references point."""
-        r = np.asarray(rows, dtype=np.int64)
-        inner = h[r][:, ETH:ETH + 20].copy()
-        inner[:, 8] -= 1
-        set_ipv4_header_csums(inner)
-        saddr = np.frombuffer(b"".join(p.saddr for p in plans), np.uint8).reshape(-1, 4)
-        daddr = np.frombuffer(b"".join(p.daddr for p in plans), np.uint8).reshape(-1, 4)
-        outer = ipip_headers(inner, saddr, daddr, plans[0].copy_df)
-        starts = np.asarray(at, dtype=np.int64)
-        lens = tot[r]
-        if int(lens.max()) <= _GATHER_MAX:  # small packets: one gather for all bytes
-            ends = np.cumsum(lens)
-            total = int(ends[-1])
-            shift = np.repeat(ends - lens, lens)
-            pos = np.arange(total, dtype=np.int64) - shift
-            tunbuf[np.repeat(starts + 20, lens) + pos] = buf[np.repeat(offs[r] + ETH, lens)
-                                                             + pos]
-        else:
-            for s, o, ln in zip(at, (offs[r] + ETH).tolist(), lens.tolist(), strict=True):
-                tunbuf[s + 20: s + 20 + ln] = buf[o: o + ln]
-        cols = np.arange(20, dtype=np.int64)
-        tunbuf[starts[:, None] + cols] = outer
-        tunbuf[starts[:, None] + 20 + cols] = inner
-
-    def _encapsulate_l2(self, buf, offs, tot, h, rows, plans) -> None:
-        """IPIP as whole Ethernet frames: the outer header and the next hop's Ethernet
-        header go into the 20 bytes before each frame and over its own Ethernet header,
-        the inner packet stays where it is (TTL - 1, checksum recomputed); the queued
-        references start 20 bytes before the frame."""
-        r = np.asarray(rows, dtype=np.int64)
-        inner = h[r][:, ETH:ETH + 20].copy()
-        inner[:, 8] -= 1
-        set_ipv4_header_csums(inner)
-        saddr = np.frombuffer(b"".join(p.saddr for p in plans), np.uint8).reshape(-1, 4)
-        daddr = np.frombuffer(b"".join(p.daddr for p in plans), np.uint8).reshape(-1, 4)
-        head = np.empty((len(rows), _L2_OUTER), dtype=np.uint8)
-        head[:, :12] = np.frombuffer(b"".join(p.hop.dst_mac + p.hop.src_mac for p in plans),
-                                     np.uint8).reshape(-1, 12)
-        head[:, 12:14] = _ETH_IPV4
-        head[:, 14:34] = ipip_headers(inner, saddr, daddr, True)
-        head[:, 34:] = inner
-        buf[(offs[r] - 20)[:, None] + _L2_COLS] = head
 
     def _count(self, tot, r, dests, reply: bool) -> None:
         """Director.count_in / count_out, summed per destination."""

@@ -45,6 +45,7 @@ class Columns6(NamedTuple):
     tot: np.ndarray  # int64: 40 + payload length (what IPVS counts as the packet's bytes)
     proto: np.ndarray  # int64: next header
     keys: list[int]  # the packed in keys (pack_key), valid where elig
+    udp0: np.ndarray  # bool: UDP with checksum 0 (NAT computes a full one: per packet)
 
 
 def decode(buf: np.ndarray, offs: np.ndarray, lens: np.ndarray) -> Columns6:
@@ -68,7 +69,8 @@ def decode(buf: np.ndarray, offs: np.ndarray, lens: np.ndarray) -> Columns6:
             & ((is_tcp & (plen >= 20) & (doff >= 20) & (doff <= plen)
                 & ((tflags & 0x17) == 0x10))
                | (is_udp & (plen >= 8) & (ulen >= 8) & (ulen <= plen))))
-    return Columns6(h, elig, tot, proto, packed_keys(h))
+    udp0 = is_udp & (w[:, _UDP_CSUM] == 0)
+    return Columns6(h, elig, tot, proto, packed_keys(h), udp0)
 
 
 def packed_keys(h: np.ndarray) -> list[int]:
@@ -95,8 +97,9 @@ def nat_rewrite(buf: np.ndarray, offs: np.ndarray, h: np.ndarray, proto: np.ndar
     frames, as forwarders/nat.py snat / dnat do: ``new`` holds, per frame, the 16-byte
     address and the 2-byte port.  The request's hop limit is decremented (the port
     transmits it: __ip_vs_get_out_rt_v6's decrement).  TCP/UDP checksums are updated
-    incrementally; a UDP checksum of 0 is left 0 as the per-packet path leaves it, an
-    updated one of 0 is written 0xFFFF.  ``h`` holds the frames' header rows (changed
+    incrementally, an updated UDP one of 0 is written 0xFFFF (a UDP checksum of 0 never
+    comes here: the kernel computes a full one, udp_dnat_handler, as the per-packet
+    path does).  ``h`` holds the frames' header rows (changed
     here) at ``offs``; the changed bytes are scattered back into ``buf``."""
     m = len(h)
     w = h.view(">u2")
@@ -114,10 +117,9 @@ def nat_rewrite(buf: np.ndarray, offs: np.ndarray, h: np.ndarray, proto: np.ndar
         w[tcp, _TCP_CSUM] = csum_adjust(w[tcp, _TCP_CSUM].astype(np.int64), delta[tcp])
     udp = ~tcp
     if udp.any():
-        c = w[udp, _UDP_CSUM].astype(np.int64)
-        nc = csum_adjust(c, delta[udp])
+        nc = csum_adjust(w[udp, _UDP_CSUM].astype(np.int64), delta[udp])
         nc[nc == 0] = 0xFFFF
-        w[udp, _UDP_CSUM] = np.where(c != 0, nc, 0)
+        w[udp, _UDP_CSUM] = nc
     buf[offs[:, None] + _WB] = h[:, _WB]
 
 

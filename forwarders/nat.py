@@ -8,8 +8,10 @@ docs/ipvs-semantics.md ("Masquerading", "ICMP errors") and the kernel's ``tcp_dn
 * ``dnat`` / ``snat`` update every checksum incrementally (RFC 1624): the
   IPv4 header checksum, and the TCP/UDP/ICMPv6 checksum through the
   pseudo-header (plus the port).  A checksum that was wrong stays wrong by
-  the same amount, as in the kernel's fast path.  UDP with checksum 0 (none,
-  IPv4) is left 0; an updated UDP checksum of 0 is written as 0xFFFF.
+  the same amount, as in the kernel's fast path.  A UDP checksum of 0 (none)
+  is replaced by a full one, as udp_dnat_handler / udp_snat_handler do (their
+  fast update needs ``udph->check != 0``); an updated UDP checksum of 0 is
+  written as 0xFFFF.
 * ``dnat_icmp`` / ``snat_icmp`` follow ``ip_vs_nat_icmp[_v6]``: outer address,
   quoted address and quoted port rewritten, quoted IPv4 header checksum
   recomputed, the whole ICMP checksum recomputed (ICMPv6 with its
@@ -53,8 +55,10 @@ _from_bytes = int.from_bytes
 
 
 def _l4_update(buf, info: PacketInfo, delta: int, port_off: int, oldport: int,
-               newport: int) -> None:  # fmt: skip
-    """L4 part of dnat/snat: port, then the checksum through the pseudo-header."""
+               newport: int) -> bool:  # fmt: skip
+    """L4 part of dnat/snat: port, then the checksum through the pseudo-header.  True
+    when the caller must compute the checksum in full once the addresses are set: a UDP
+    checksum of 0, which udp_dnat_handler / udp_snat_handler replace with a full one."""
     proto = info.proto
     co = info.csum_off
     if proto == IPPROTO_TCP or proto == IPPROTO_UDP:
@@ -65,7 +69,9 @@ def _l4_update(buf, info: PacketInfo, delta: int, port_off: int, oldport: int,
             c = _unpack_H(buf, co)[0]
             if proto == IPPROTO_TCP:
                 _pack_H(buf, co, csum_adjust(c, delta))
-            elif c != 0:  # UDP: 0 = no checksum (IPv4), left alone
+            elif c == 0:
+                return True
+            else:
                 c = csum_adjust(c, delta)
                 _pack_H(buf, co, c if c else 0xFFFF)
     elif co >= 0 and proto != IPPROTO_ICMP:
@@ -74,6 +80,7 @@ def _l4_update(buf, info: PacketInfo, delta: int, port_off: int, oldport: int,
         _pack_H(buf, co, csum_adjust(c, delta))
     elif proto == IPPROTO_SCTP and info.has_ports and newport != oldport:
         raise NotImplementedError("SCTP port rewrite needs CRC32c")
+    return False
 
 
 def dnat(buf, info: PacketInfo, daddr: bytes, dport: int) -> None:
@@ -93,9 +100,13 @@ def dnat(buf, info: PacketInfo, daddr: bytes, dport: int) -> None:
         _pack_H(buf, co, csum_adjust(_unpack_H(buf, co)[0], delta))
         info.dport = dport
     else:
-        _l4_update(buf, info, delta, 2, info.dport, dport)
+        full = _l4_update(buf, info, delta, 2, info.dport, dport)
         if info.has_ports:
             info.dport = dport
+        info.daddr = bytes(daddr)
+        if full:
+            set_l4_checksum(buf, info)
+        return
     info.daddr = bytes(daddr)
 
 
@@ -116,9 +127,13 @@ def snat(buf, info: PacketInfo, saddr: bytes, sport: int) -> None:
         _pack_H(buf, co, csum_adjust(_unpack_H(buf, co)[0], delta))
         info.sport = sport
     else:
-        _l4_update(buf, info, delta, 0, info.sport, sport)
+        full = _l4_update(buf, info, delta, 0, info.sport, sport)
         if info.has_ports:
             info.sport = sport
+        info.saddr = bytes(saddr)
+        if full:
+            set_l4_checksum(buf, info)
+        return
     info.saddr = bytes(saddr)
 
 
