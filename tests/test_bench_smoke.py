@@ -73,7 +73,7 @@ def test_conntable_memory_counts_every_entry_and_its_bytes():
 
 
 def test_report_lands_between_the_markers(tmp_path):
-    from pyvs.bench.__main__ import MARK_END, MARK_START, markdown, write_readme
+    from pyvs.bench.report import MARK_END, MARK_START, markdown, write_readme
 
     res = {"meta": {"started": "now", "mode": "quick", "commit": "x", "cpus": 2,
                     "kernel": "k", "duration_s": 1},
@@ -116,7 +116,7 @@ def test_generator_through_kernel_forwarding(lab_env):
 def test_spread_and_the_low_generator_ceiling_history(tmp_path):
     """`runs.spread_pct` is (max - min) / median; the ceiling history keeps the last
     CEILING_HISTORY runs and gives what a run's ceiling is compared with."""
-    from pyvs.bench.__main__ import CEILING_HISTORY, remember_ceiling, spread_pct
+    from pyvs.bench.settings import CEILING_HISTORY, remember_ceiling, spread_pct
 
     assert spread_pct([100.0]) == 0.0
     assert spread_pct([90.0, 100.0, 120.0]) == 30.0
