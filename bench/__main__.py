@@ -11,6 +11,10 @@ in one run, side by side:
   --quick) and flat-out rate for kernel IP forwarding, kernel nftables DNAT, and
   pyvs NAT / DR / TUN with each I/O and worker option `pyvs run` offers (cases that
   do not work yet are listed as skipped, with the reason);
+* the per-core cost per packet of each case (bench/cpucost.py): the machine's extra
+  busy CPU time per forwarded packet at a fixed rate every case forwards loss-free,
+  against a baseline where the director drops at ingress, and its ratio to kernel
+  forwarding's;
 * new TCP connections per second (wrk, `Connection: close`) through kernel
   forwarding, nftables DNAT and pyvs NAT;
 * RTT p50/p99 of a UDP ping-pong through each case, idle and under load at half the
@@ -53,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, metavar="N",
                     help="loss-free searches per case (median and spread; default 1 with "
                          "--quick, 3 without)")
+    ap.add_argument("--cost-rate", type=float, metavar="PPS",
+                    help="offered rate of the per-core cost windows (default 10000; every "
+                         "case should forward it loss-free); 0 skips the per-core cost")
     args = ap.parse_args(argv)
     if os.geteuid() != 0 and not args.no_traffic:
         sys.exit("python -m bench: needs root (network namespaces); --no-traffic runs "

@@ -20,6 +20,15 @@ def _fmt(v, unit: str = "") -> str:
     return f"{v:,.0f}{unit}"
 
 
+def _cost(row: dict) -> str:
+    """ns per packet and the spread of its windows."""
+    c = row.get("cpu_cost") or {}
+    ns = row.get("ns_per_packet")
+    if ns is None:
+        return "—"
+    return f"{ns:,} ({c['spread_pct']:.0f} %)" if c.get("spread_pct") else f"{ns:,}"
+
+
 def markdown(res: dict) -> str:
     m = res["meta"]
     g = res.get("generator") or {}
@@ -36,14 +45,26 @@ def markdown(res: dict) -> str:
             f"measured at the director's ingress with no forwarding work.",
             "",
         ]
+    cost = m.get("cpu_cost")
+    if cost and any(r.get("ns_per_packet") is not None for r in res["throughput"]):
+        lines += [
+            f"Per-core cost: busy CPU time of the whole machine ({cost['source']}) per "
+            f"forwarded packet at {_fmt(cost['rate_pps'])} pps, minus the same with the "
+            f"director dropping at ingress; median of {cost['repeats']} windows of "
+            f"{cost['window_s']} s, spread = (max - min) / median.",
+            "",
+        ]
     if res["throughput"]:
         lines += ["| case | loss-free pps | 2x trial: offered → forwarded | flat-out pps "
-                  "| loss-free / kernel fwd | flat-out / kernel fwd | note |",
-                  "|---|---:|---:|---:|---:|---:|---|"]
+                  "| loss-free / kernel fwd | flat-out / kernel fwd | ns/packet (spread) "
+                  "| cost / kernel fwd cost | note |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
         for r in res["throughput"]:
             note = r.get("skipped") or ""
             if r.get("loss_free_limited_by_generator"):
                 note = "generator-limited (passed at the generator's maximum)"
+            if (r.get("cpu_cost") or {}).get("saturated"):
+                note = (note + "; " if note else "") + "cost: CPUs saturated, not valid"
             o = r.get("overload_2x")
             at2x = "—"
             if o and o.get("forwarded_pps") is not None and r["pps_loss_free"]:
@@ -55,7 +76,8 @@ def markdown(res: dict) -> str:
                 f"| {r['case']} | {_fmt(r['pps_loss_free'])} | {at2x} | "
                 f"{_fmt(r['pps_flat_out'])} | "
                 f"{_fmt(r.get('ratio_to_kernel_forwarding'))} | "
-                f"{_fmt(r.get('ratio_flat_out_to_kernel_forwarding'))} | {note} |")
+                f"{_fmt(r.get('ratio_flat_out_to_kernel_forwarding'))} | "
+                f"{_cost(r)} | {_fmt(r.get('ratio_to_kernel_cost'))} | {note} |")
         lines.append("")
     if res["tcp_connections"]:
         lines += ["| new TCP connections/s (wrk, Connection: close) | conn/s | errors |",

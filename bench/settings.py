@@ -58,3 +58,7 @@ class Settings:
         self.wrk_s = 2.0 if quick else 5.0
         self.wrk_repeats = 1 if quick else 3
         self.mem_sizes = (10_000, 100_000, 1_000_000)
+        self.cost_rate = 10_000.0                 # pps of the per-core cost windows
+        self.cost_repeats = 3                     # case windows per case (median)
+        self.cost_window_s = 2.0 if quick else 4.0  # generator time of one window
+        self.cost_tail_s = 0.5                    # window left open after the last send

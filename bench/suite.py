@@ -16,7 +16,7 @@ import sys
 import time
 import traceback
 
-from pyvs.bench import tools, traffic
+from pyvs.bench import cpucost, tools, traffic
 from pyvs.bench.settings import (
     CEILING_LOW,
     RESULTS,
@@ -41,6 +41,8 @@ class Bench:
         self.s = Settings(args.quick)
         if getattr(args, "repeats", None):
             self.s.repeats = max(1, args.repeats)
+        if getattr(args, "cost_rate", None) is not None:
+            self.s.cost_rate = max(0.0, args.cost_rate)
         self.results: dict = {
             "meta": {
                 "mode": "quick" if args.quick else "full",
@@ -64,6 +66,12 @@ class Bench:
         }
         self.gen: traffic.Gen | None = None
         self.kernel_fwd: dict | None = None
+        self.ledger = cpucost.CostLedger()
+        if self.s.cost_rate > 0:
+            self.results["meta"]["cpu_cost"] = {
+                "rate_pps": self.s.cost_rate, "window_s": self.s.cost_window_s,
+                "tail_s": self.s.cost_tail_s, "repeats": self.s.cost_repeats,
+                "pace_us": cpucost.PACE_US, "source": cpucost.sample_cpu()["source"]}
 
     # -- helpers ------------------------------------------------------------------------
     def note(self, text: str) -> None:
@@ -74,7 +82,8 @@ class Bench:
         log(f"skip {case}: {reason}")
         self.results["throughput"].append({
             "case": case, "pps_loss_free": None, "pps_flat_out": None,
-            "ratio_to_kernel_forwarding": None, "skipped": reason})
+            "ratio_to_kernel_forwarding": None, "ns_per_packet": None,
+            "ratio_to_kernel_cost": None, "skipped": reason})
 
     def measure_throughput(self, lab: BenchLab, case: str, dst: str,
                            counter=None) -> dict:
@@ -125,6 +134,40 @@ class Bench:
         self.results["throughput"].append(row)
         return row
 
+    def cost_baseline(self, lab: BenchLab) -> None:
+        """A baseline window of the per-core cost (bench/cpucost.py): the director drops
+        the flood at ingress; only when no pyvs process is running."""
+        s = self.s
+        if s.cost_rate <= 0:
+            return
+        with cpucost.ingress_drop(lab) as read:
+            w = cpucost.window(lab, self.gen, lab.SINK, s.cost_rate, s.cost_window_s,
+                               s.cost_tail_s, read)
+        log(f"  cost baseline at {s.cost_rate:,.0f} pps: {w.busy_ns / 1e6:,.1f} ms busy "
+            f"({w.cpu_busy_pct} % of the CPUs)")
+        self.ledger.baseline(w.as_dict())
+
+    def measure_cost(self, lab: BenchLab, row: dict, dst: str, drop_inert: bool) -> None:
+        """The case's per-core cost windows at the fixed rate.  ``drop_inert``: the
+        ingress drop makes this forwarder inert (kernel cases), so baselines are taken
+        right before and after; otherwise the caller takes the closing one."""
+        s = self.s
+        if s.cost_rate <= 0:
+            return
+        if drop_inert or self.ledger.last is None:
+            self.cost_baseline(lab)
+        windows = []
+        for _ in range(s.cost_repeats):
+            w = cpucost.window(lab, self.gen, dst, s.cost_rate, s.cost_window_s,
+                               s.cost_tail_s)
+            windows.append(w.as_dict())
+        busy = ", ".join(f"{w['busy_ns'] / 1e6:,.1f}" for w in windows)
+        fwd = ", ".join(f"{w['forwarded']:,}" for w in windows)
+        log(f"  {row['case']}: cost windows busy {busy} ms, forwarded {fwd}")
+        row["cpu_cost"] = self.ledger.case(windows)
+        if drop_inert:
+            self.cost_baseline(lab)
+
     def forwarding_works(self, lab: BenchLab, dst: str) -> tuple[bool, str]:
         t = traffic.trial(lab, self.gen, dst, FLOOD_PORT, rate=2000, duration=0.5)
         ok = t.sent > 0 and t.received >= 0.9 * t.sent
@@ -170,22 +213,10 @@ class Bench:
 
     # -- sections -----------------------------------------------------------------------
     def generator_ceiling(self, lab: BenchLab) -> None:
-        lab.nft("director", f"""
-table netdev genceil {{
-  counter pkts {{ }}
-  chain ingress {{
-    type filter hook ingress device "{lab.DIR_IN_IF}" priority 0; policy accept;
-    udp dport {FLOOD_PORT} counter name "pkts" drop
-  }}
-}}
-""")
-        try:
-            read = lambda: lab.counter("director", "genceil")  # noqa: E731
+        with cpucost.ingress_drop(lab) as read:
             raw = traffic.flat_out(lab, self.gen, lab.SINK, FLOOD_PORT, self.s.flat_s, read)
             sock_gen = traffic.Gen(self.gen.path, raw=None)
             sock = traffic.flat_out(lab, sock_gen, lab.SINK, FLOOD_PORT, self.s.flat_s, read)
-        finally:
-            lab.nft("director", "delete table netdev genceil", check=False)
         self.results["generator"] = {
             "ceiling_pps": round(raw["pps"]),
             "generator_reported_pps": round(raw["generator_pps"]),
@@ -211,6 +242,7 @@ table netdev genceil {{
         self.kernel_fwd = self.measure_throughput(lab, case, lab.SINK)
         self.measure_latency(lab, case, lab.SINK, self.kernel_fwd["pps_loss_free"])
         self.measure_tcp(lab, case, lab.SINK)
+        self.measure_cost(lab, self.kernel_fwd, lab.SINK, drop_inert=True)
 
         case = "kernel nftables DNAT"
         log(case)
@@ -223,6 +255,7 @@ table netdev genceil {{
             row = self.measure_throughput(lab, case, lab.VIP)
             self.measure_latency(lab, case, lab.VIP, row["pps_loss_free"])
             self.measure_tcp(lab, case, lab.VIP)
+            self.measure_cost(lab, row, lab.VIP, drop_inert=True)
         finally:
             lab.nft("director", "delete table ip benchnat", check=False)
 
@@ -264,10 +297,13 @@ table netdev genceil {{
                     self.measure_latency(lab, case, lab.VIP, row["pps_loss_free"])
                     self.measure_tcp(lab, case, lab.VIP)
                 row["pyvs_run_args"] = v["args"]
+                self.measure_cost(lab, row, lab.VIP, drop_inert=False)
             finally:
                 d.stop()
             # let the director's stack forget the pyvs rules before the next case
             time.sleep(0.2)
+            if self.ledger.waiting:  # the closing baseline, pyvs stopped
+                self.cost_baseline(lab)
         if self.args.case and any("storm" in c.lower() for c in self.args.case):
             from pyvs.bench import health_storm  # a health-check storm: bench/health_storm.py
 
@@ -275,7 +311,31 @@ table netdev genceil {{
             self.results["health_storm"] = health_storm.measure(
                 self, lab, lambda d: configure_pyvs(d, lab, "m"), log)
 
+    def costs(self) -> None:
+        """Each case's per-core cost from its windows, and its ratio to kernel
+        forwarding's."""
+        for row in self.results["throughput"]:
+            if "cpu_cost" in row:
+                row["cpu_cost"] = cpucost.finish(row["cpu_cost"])
+            row["ns_per_packet"] = (row.get("cpu_cost") or {}).get("ns_per_packet")
+        kernel = self.kernel_fwd["ns_per_packet"] if self.kernel_fwd else None
+        for row in self.results["throughput"]:
+            row["ratio_to_kernel_cost"] = cpucost.ratio_to_kernel_cost(
+                row["ns_per_packet"], kernel)
+            c = row.get("cpu_cost")
+            if not c:
+                continue
+            if c["max_loss"] is not None and c["max_loss"] >= traffic.LOSS_THRESHOLD:
+                self.note(f"{row['case']}: lost {c['max_loss']:.1%} in a per-core cost "
+                          f"window at {self.s.cost_rate:,.0f} pps: above its loss-free rate, "
+                          f"its ns per packet is not a loss-free cost")
+            if c["saturated"]:
+                self.note(f"{row['case']}: the CPUs were {cpucost.SATURATED_PCT:.0f} % busy "
+                          f"or more in a per-core cost window: other work on the machine "
+                          f"hides the increment, its ns per packet means nothing")
+
     def ratios(self) -> None:
+        self.costs()
         base = self.kernel_fwd
         if not base:
             return

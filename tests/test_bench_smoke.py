@@ -113,6 +113,32 @@ def test_generator_through_kernel_forwarding(lab_env):
         assert pp["received"] == 50 and 0 < pp["p50_us"] <= pp["p99_us"]
 
 
+@pytest.mark.lab
+@pytest.mark.skipif(shutil.which("nft") is None, reason="needs nftables (nft)")
+def test_cost_windows_count_what_was_forwarded_and_what_the_director_dropped(lab_env):
+    """A per-core cost window through kernel forwarding counts at the sink every packet
+    the paced generator sent; a baseline window counts them at the director's ingress
+    and forwards none; the drop table is gone afterwards."""
+    from pyvs.bench import cpucost, tools
+    from pyvs.engine.lab.benchtopo import BenchLab
+
+    built = tools.build_all()
+    with BenchLab(tools=built) as lab:
+        gen = traffic.raw_gen(lab, built["gen"])
+        case = cpucost.window(lab, gen, lab.SINK, rate=5000, duration=0.4, tail=0.2)
+        assert case.sent > 0 and case.forwarded + case.late == case.sent
+        sink = lab.counter()
+        with cpucost.ingress_drop(lab) as read:
+            base = cpucost.window(lab, gen, lab.SINK, 5000, 0.4, 0.2, read)
+        assert base.sent > 0 and base.forwarded + base.late == base.sent
+        assert lab.counter() == sink
+        tables = lab.run("director", ["nft", "list", "tables"], capture_output=True,
+                         check=True).stdout
+        assert cpucost.DROP_TABLE not in tables
+        for w in (case, base):
+            assert w.busy_ns > 0 and 0 < w.cpu_busy_pct <= 100 and w.wall_s >= 0.6
+
+
 def test_spread_and_the_low_generator_ceiling_history(tmp_path):
     """`runs.spread_pct` is (max - min) / median; the ceiling history keeps the last
     CEILING_HISTORY runs and gives what a run's ceiling is compared with."""
@@ -137,3 +163,118 @@ def test_repeat_summary_compares_each_repeat_with_its_own_baseline():
     assert on["runs"] == [90, 220, 150] and (on["min"], on["median"], on["max"]) == (90, 150, 220)
     assert on["change_vs_off_pct"] == [-10.0, 10.0, 0.0] and on["median_change_pct"] == 0.0
     assert "median_change_pct" not in summary(runs, "off", "off")
+
+
+STAT = """cpu  1000 50 300 9000 40 7 60 25 200 0
+cpu0 500 25 150 4500 20 3 30 12 100 0
+intr 123
+"""
+
+
+def test_proc_stat_busy_counts_work_not_idle_steal_or_guest_twice():
+    """Busy = user + nice + system + irq + softirq; idle and iowait are idle, steal is
+    another guest's time, and guest time is already inside user."""
+    from pyvs.bench import cpucost
+
+    fields = cpucost.parse_stat(STAT)
+    assert fields["user"] == 1000 and fields["steal"] == 25 and fields["guest"] == 200
+    assert cpucost.stat_busy_ticks(fields) == 1000 + 50 + 300 + 7 + 60
+    with pytest.raises(ValueError):
+        cpucost.parse_stat("cpu0 1 2 3 4\n")
+    before = {"source": "proc_stat", "busy_ticks": 100, "tick_ns": 1e7}
+    after = {"source": "proc_stat", "busy_ticks": 130, "tick_ns": 1e7}
+    assert cpucost.busy_ns(before, after) == 30 * 1e7
+
+
+def test_cpuidle_busy_is_wall_time_of_all_cpus_minus_idle_and_steal():
+    from pyvs.bench import cpucost
+
+    before = {"source": "cpuidle", "cpus": 2, "wall_ns": 0, "idle_us": 10_000_000,
+              "steal_ticks": 5, "tick_ns": 1e7}
+    after = dict(before, wall_ns=2_000_000_000, idle_us=13_000_000, steal_ticks=6)
+    # 2 CPUs x 2 s = 4 s; 3 s idle; 10 ms stolen
+    assert cpucost.busy_ns(before, after) == pytest.approx(0.99e9)
+    with pytest.raises(ValueError):
+        cpucost.busy_ns(before, {"source": "proc_stat"})
+
+
+def _w(busy_ms: float, forwarded: int, sent: int | None = None, pct: float = 10.0) -> dict:
+    return {"busy_ns": busy_ms * 1e6, "forwarded": forwarded,
+            "sent": forwarded if sent is None else sent, "resolution_ns": 2000.0,
+            "cpu_busy_pct": pct}
+
+
+def test_cost_per_packet_is_the_increment_over_the_bracketing_baselines():
+    """(case busy - mean baseline busy) / forwarded packets, per case window; the
+    median of the windows, their spread, and None when nothing can be said."""
+    from pyvs.bench import cpucost
+
+    assert cpucost.cost_ns_per_packet(310e6, [100e6, 120e6], 20_000) == 10_000
+    assert cpucost.cost_ns_per_packet(310e6, [100e6], 0) is None
+    assert cpucost.cost_ns_per_packet(310e6, [], 20_000) is None
+    cases = [_w(310, 20_000), _w(290, 20_000), _w(350, 20_000, sent=20_100)]
+    s = cpucost.summarize(cases, [_w(100, 20_000), _w(120, 20_000)])
+    assert s["runs_ns_per_packet"] == [10_000, 9_000, 12_000]
+    assert s["ns_per_packet"] == 10_000 and s["spread_pct"] == 30.0
+    assert s["baseline_busy_ms"] == [100.0, 120.0]
+    assert s["max_loss"] == pytest.approx(100 / 20_100, abs=1e-5)
+    assert s["resolution_ns_per_packet"] == 0.1
+    assert s["baseline_drift_ns_per_packet"] == 1_000 and not s["saturated"]
+    # a case window that forwarded nothing has no cost and does not enter the median
+    s = cpucost.summarize([_w(300, 0, sent=20_000), _w(310, 20_000)], [_w(110, 20_000)])
+    assert s["runs_ns_per_packet"] == [None, 10_000] and s["ns_per_packet"] == 10_000
+    assert s["max_loss"] == 1.0
+    assert cpucost.summarize([_w(300, 20_000)], [])["ns_per_packet"] is None
+    # CPUs with no idle time left cannot show an increment: flagged, window or baseline
+    assert cpucost.summarize([_w(300, 20_000)], [_w(110, 20_000, pct=95.0)])["saturated"]
+
+
+def test_ratio_to_kernel_cost_needs_two_positive_costs():
+    from pyvs.bench import cpucost
+
+    assert cpucost.ratio_to_kernel_cost(30_000, 1_500) == 20.0
+    assert cpucost.ratio_to_kernel_cost(1_500, 1_500) == 1.0
+    assert cpucost.ratio_to_kernel_cost(30_000, None) is None
+    assert cpucost.ratio_to_kernel_cost(30_000, -200) is None  # drowned in noise
+    assert cpucost.ratio_to_kernel_cost(None, 1_500) is None
+
+
+def test_cost_ledger_charges_each_case_to_the_baselines_around_it():
+    """A case's windows are charged against the last baseline taken before them and the
+    first one taken after (for pyvs, once the director process has stopped)."""
+    from pyvs.bench import cpucost
+
+    b0, b1, b2 = _w(100, 1), _w(110, 1), _w(120, 1)
+    ledger = cpucost.CostLedger()
+    ledger.baseline(b0)
+    kernel = ledger.case([_w(200, 10)])
+    ledger.baseline(b1)
+    pyvs_a = ledger.case([_w(300, 10)])
+    assert pyvs_a["baseline_windows"] == [b1]  # its closing one is not taken yet
+    ledger.baseline(b2)
+    assert kernel["baseline_windows"] == [b0, b1]
+    assert pyvs_a["baseline_windows"] == [b1, b2] and not ledger.waiting
+    done = cpucost.finish(pyvs_a)
+    assert done["ns_per_packet"] == round((300 - 115) * 1e6 / 10)
+    assert done["case_windows"] == pyvs_a["case_windows"]
+
+
+def test_report_shows_the_per_core_cost_columns():
+    from pyvs.bench.report import markdown
+
+    res = {"meta": {"started": "now", "mode": "quick", "commit": "x", "cpus": 2,
+                    "kernel": "k", "duration_s": 1,
+                    "cpu_cost": {"source": "cpuidle", "rate_pps": 10000.0, "repeats": 3,
+                                 "window_s": 2.0}},
+           "generator": {}, "throughput": [
+               {"case": "kernel IP forwarding", "pps_loss_free": 1000, "pps_flat_out": 900,
+                "ratio_to_kernel_forwarding": 1.0, "ns_per_packet": 1500,
+                "ratio_to_kernel_cost": 1.0, "cpu_cost": {"spread_pct": 12.0}},
+               {"case": "pyvs NAT (xdp)", "pps_loss_free": 100, "pps_flat_out": 90,
+                "ratio_to_kernel_forwarding": 0.1, "ns_per_packet": 30_000,
+                "ratio_to_kernel_cost": 20.0, "cpu_cost": {"spread_pct": 0.0}}],
+           "tcp_connections": [], "latency": [], "conntable_memory": [], "notes": []}
+    text = markdown(res)
+    assert "| 1,500 (12 %) | 1.000 |" in text
+    assert "| 30,000 | 20 |" in text
+    assert "at 10,000 pps" in text
