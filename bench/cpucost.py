@@ -85,34 +85,37 @@ def cost_ns_per_packet(case_busy_ns: float, baseline_busy_ns: list[float],
     return (case_busy_ns - statistics.fmean(baseline_busy_ns)) / forwarded
 
 
-def summarize(cases: list[dict], baselines: list[dict]) -> dict:
-    """One case's cost: every case window against the mean of the baseline windows that
-    bracket them; median, spread, and what went into it."""
-    base = [b["busy_ns"] for b in baselines]
-    runs = [cost_ns_per_packet(c["busy_ns"], base, c["forwarded"]) for c in cases]
-    good = [r for r in runs if r is not None]
+def summarize(runs: list[dict]) -> dict:
+    """One case's cost from its runs (``CostLedger.run``): each case window against the
+    mean of the baseline windows that bracket it; median, spread, and what went in."""
+    cases = [r["case_window"] for r in runs]
+    bases = [[b["busy_ns"] for b in r["baseline_windows"]] for r in runs]
+    costs = [cost_ns_per_packet(c["busy_ns"], b, c["forwarded"])
+             for c, b in zip(cases, bases, strict=True)]
+    good = [c for c in costs if c is not None]
     med = statistics.median(good) if good else None
     fwd = [c["forwarded"] for c in cases]
     sent = [c["sent"] for c in cases]
     per = statistics.median(fwd) if fwd else 0
     losses = [1 - f / s if s else 1.0 for f, s in zip(fwd, sent, strict=True)]
     tick = max((c.get("resolution_ns", 0) for c in cases), default=0)
+    drift = [(max(b) - min(b)) for b in bases if len(b) > 1]
+    every = [*cases, *(w for r in runs for w in r["baseline_windows"])]
     return {
         "ns_per_packet": round(med) if med is not None else None,
-        "runs_ns_per_packet": [round(r) if r is not None else None for r in runs],
+        "runs_ns_per_packet": [round(c) if c is not None else None for c in costs],
         "spread_pct": spread_pct(good),
         "case_busy_ms": [round(c["busy_ns"] / 1e6, 2) for c in cases],
-        "baseline_busy_ms": [round(b / 1e6, 2) for b in base],
+        "baseline_busy_ms": [[round(x / 1e6, 2) for x in b] for b in bases],
         "forwarded": fwd,
         "sent": sent,
         "max_loss": round(max(losses), 5) if losses else None,
         "resolution_ns_per_packet": round(tick / per, 1) if per > 0 else None,
-        # how far the background moved between the two baselines, per packet: the
-        # noise floor of this case's figure
-        "baseline_drift_ns_per_packet": (round((max(base) - min(base)) / per)
-                                         if len(base) > 1 and per > 0 else None),
+        # how far the background moved between a run's two baselines, per packet (the
+        # largest of the runs): the noise floor of this case's figure
+        "baseline_drift_ns_per_packet": round(max(drift) / per) if drift and per > 0 else None,
         "cpu_busy_pct": [c["cpu_busy_pct"] for c in cases],
-        "saturated": any(w["cpu_busy_pct"] >= SATURATED_PCT for w in [*cases, *baselines]),
+        "saturated": any(w["cpu_busy_pct"] >= SATURATED_PCT for w in every),
     }
 
 
@@ -224,29 +227,29 @@ def window(lab: BenchLab, gen: traffic.Gen, dst: str, rate: float, duration: flo
 
 
 class CostLedger:
-    """Windows in the order they were taken.  Each case's windows are charged against
-    the baseline windows that bracket them: the last one taken before and the first one
-    taken after (a baseline needs the forwarder inert, so for pyvs it waits until the
-    director process has stopped)."""
+    """Windows in the order they were taken.  Each case window is charged against the
+    baseline windows that bracket it: the last one taken before and the first one taken
+    after (a baseline needs the forwarder inert: the kernel cases alternate the two, a
+    pyvs case's windows wait until the director process has stopped)."""
 
     def __init__(self) -> None:
         self.last: dict | None = None
         self.waiting: list[dict] = []
 
     def baseline(self, w: dict) -> None:
-        for entry in self.waiting:
-            entry["baseline_windows"].append(w)
+        for run in self.waiting:
+            run["baseline_windows"].append(w)
         self.waiting.clear()
         self.last = w
 
-    def case(self, windows: list[dict]) -> dict:
-        """A case's windows; the entry gains its closing baseline with the next one."""
-        entry = {"case_windows": windows,
-                 "baseline_windows": [self.last] if self.last is not None else []}
-        self.waiting.append(entry)
-        return entry
+    def run(self, window: dict) -> dict:
+        """A case window; the run gains its closing baseline with the next one."""
+        run = {"case_window": window,
+               "baseline_windows": [self.last] if self.last is not None else []}
+        self.waiting.append(run)
+        return run
 
 
-def finish(entry: dict) -> dict:
-    """A ledger entry with its summary (``summarize``) beside the raw windows."""
-    return {**summarize(entry["case_windows"], entry["baseline_windows"]), **entry}
+def finish(runs: list[dict]) -> dict:
+    """A case's runs with their summary (``summarize``) beside them."""
+    return {**summarize(runs), "runs": runs}

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 
 from pyvs.bench import cpucost, tools, traffic
 from pyvs.bench.settings import (
@@ -149,22 +150,22 @@ class Bench:
 
     def measure_cost(self, lab: BenchLab, row: dict, dst: str, drop_inert: bool) -> None:
         """The case's per-core cost windows at the fixed rate.  ``drop_inert``: the
-        ingress drop makes this forwarder inert (kernel cases), so baselines are taken
-        right before and after; otherwise the caller takes the closing one."""
+        ingress drop makes this forwarder inert (kernel cases), so a baseline is taken
+        before each window and after the last; otherwise the caller takes the closing
+        one once the forwarder has stopped."""
         s = self.s
         if s.cost_rate <= 0:
             return
-        if drop_inert or self.ledger.last is None:
-            self.cost_baseline(lab)
-        windows = []
+        runs = []
         for _ in range(s.cost_repeats):
+            if drop_inert or self.ledger.last is None:
+                self.cost_baseline(lab)
             w = cpucost.window(lab, self.gen, dst, s.cost_rate, s.cost_window_s,
                                s.cost_tail_s)
-            windows.append(w.as_dict())
-        busy = ", ".join(f"{w['busy_ns'] / 1e6:,.1f}" for w in windows)
-        fwd = ", ".join(f"{w['forwarded']:,}" for w in windows)
-        log(f"  {row['case']}: cost windows busy {busy} ms, forwarded {fwd}")
-        row["cpu_cost"] = self.ledger.case(windows)
+            log(f"  {row['case']}: cost window {w.busy_ns / 1e6:,.1f} ms busy "
+                f"({w.cpu_busy_pct} %), {w.forwarded:,} of {w.sent:,} forwarded")
+            runs.append(self.ledger.run(w.as_dict()))
+        row["cpu_cost"] = runs
         if drop_inert:
             self.cost_baseline(lab)
 
@@ -259,6 +260,41 @@ class Bench:
         finally:
             lab.nft("director", "delete table ip benchnat", check=False)
 
+    @contextlib.contextmanager
+    def pyvs_director(self, lab: BenchLab, v: dict,
+                      again: bool = False) -> Iterator[DirectorProcess | None]:
+        """`pyvs run` for variant ``v``, configured and checked to forward; None (and the
+        case skipped, or with ``again`` a note) when it does not; stopped on exit."""
+        case = v["case"]
+        fail = (lambda why: self.note(f"{case}, restarted: {why}")) if again else (
+            lambda why: self.skip(case, why))
+        logf = lab.state_dir / f"pyvs-{len(self.results['throughput'])}{'b' if again else ''}.log"
+        d = DirectorProcess(lab.ns("director"), log_path=str(logf), log_level="warning",
+                            args=tuple(v["args"]))
+        try:
+            d.start()
+        except DirectorError as err:
+            fail(f"pyvs run {' '.join(v['args'])} did not start: {str(err)[-300:]}")
+            yield None
+            return
+        try:
+            try:
+                configure_pyvs(d, lab, v["method"])
+            except DirectorError as err:
+                fail(f"pyvsadm refused the configuration: {err}; pyvs log: "
+                     f"{d.log()[-300:].strip() or '(empty)'}")
+                yield None
+                return
+            ok, why = self.forwarding_works(lab, lab.VIP)
+            if not ok:
+                fail(f"forwarding check failed: {why}; pyvs log: "
+                     f"{d.log()[-300:].strip() or '(empty)'}")
+                yield None
+                return
+            yield d
+        finally:
+            d.stop()
+
     def pyvs_cases(self, lab: BenchLab) -> None:
         caps = pyvs_capabilities()
         self.results["meta"]["pyvs_run_options"] = {"io": caps["io"], "workers": caps["workers"]}
@@ -271,38 +307,24 @@ class Bench:
         for v in variants:
             case = v["case"]
             log(case)
-            logf = lab.state_dir / f"pyvs-{len(self.results['throughput'])}.log"
-            d = DirectorProcess(lab.ns("director"), log_path=str(logf), log_level="warning",
-                                args=tuple(v["args"]))
-            try:
-                d.start()
-            except DirectorError as err:
-                self.skip(case, f"pyvs run {' '.join(v['args'])} did not start: "
-                                f"{str(err)[-300:]}")
-                continue
-            try:
-                try:
-                    configure_pyvs(d, lab, v["method"])
-                except DirectorError as err:
-                    self.skip(case, f"pyvsadm refused the configuration: {err}; pyvs log: "
-                                    f"{d.log()[-300:].strip() or '(empty)'}")
-                    continue
-                ok, why = self.forwarding_works(lab, lab.VIP)
-                if not ok:
-                    self.skip(case, f"forwarding check failed: {why}; pyvs log: "
-                                    f"{d.log()[-300:].strip() or '(empty)'}")
+            with self.pyvs_director(lab, v) as d:
+                if d is None:
                     continue
                 row = self.measure_throughput(lab, case, lab.VIP)
                 if v["method"] == "m":
                     self.measure_latency(lab, case, lab.VIP, row["pps_loss_free"])
                     self.measure_tcp(lab, case, lab.VIP)
                 row["pyvs_run_args"] = v["args"]
-                self.measure_cost(lab, row, lab.VIP, drop_inert=False)
-            finally:
-                d.stop()
             # let the director's stack forget the pyvs rules before the next case
             time.sleep(0.2)
-            if self.ledger.waiting:  # the closing baseline, pyvs stopped
+            if self.s.cost_rate > 0:
+                # a fresh process between two baselines taken with none running, so
+                # both bracket the cost windows closely (a baseline needs pyvs stopped)
+                self.cost_baseline(lab)
+                with self.pyvs_director(lab, v, again=True) as d:
+                    if d is not None:
+                        self.measure_cost(lab, row, lab.VIP, drop_inert=False)
+                time.sleep(0.2)
                 self.cost_baseline(lab)
         if self.args.case and any("storm" in c.lower() for c in self.args.case):
             from pyvs.bench import health_storm  # a health-check storm: bench/health_storm.py
@@ -317,7 +339,9 @@ class Bench:
         for row in self.results["throughput"]:
             if "cpu_cost" in row:
                 row["cpu_cost"] = cpucost.finish(row["cpu_cost"])
-            row["ns_per_packet"] = (row.get("cpu_cost") or {}).get("ns_per_packet")
+            c = row.get("cpu_cost") or {}
+            # a saturated measurement is no measurement: its raw figure stays in cpu_cost
+            row["ns_per_packet"] = None if c.get("saturated") else c.get("ns_per_packet")
         kernel = self.kernel_fwd["ns_per_packet"] if self.kernel_fwd else None
         for row in self.results["throughput"]:
             row["ratio_to_kernel_cost"] = cpucost.ratio_to_kernel_cost(

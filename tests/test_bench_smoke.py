@@ -204,29 +204,35 @@ def _w(busy_ms: float, forwarded: int, sent: int | None = None, pct: float = 10.
             "cpu_busy_pct": pct}
 
 
+def _run(case: dict, *baselines: dict) -> dict:
+    return {"case_window": case, "baseline_windows": list(baselines)}
+
+
 def test_cost_per_packet_is_the_increment_over_the_bracketing_baselines():
-    """(case busy - mean baseline busy) / forwarded packets, per case window; the
-    median of the windows, their spread, and None when nothing can be said."""
+    """(case busy - mean busy of the baselines around it) / forwarded packets, per case
+    window; the median of the windows, their spread, and None when nothing can be
+    said."""
     from pyvs.bench import cpucost
 
     assert cpucost.cost_ns_per_packet(310e6, [100e6, 120e6], 20_000) == 10_000
     assert cpucost.cost_ns_per_packet(310e6, [100e6], 0) is None
     assert cpucost.cost_ns_per_packet(310e6, [], 20_000) is None
-    cases = [_w(310, 20_000), _w(290, 20_000), _w(350, 20_000, sent=20_100)]
-    s = cpucost.summarize(cases, [_w(100, 20_000), _w(120, 20_000)])
-    assert s["runs_ns_per_packet"] == [10_000, 9_000, 12_000]
-    assert s["ns_per_packet"] == 10_000 and s["spread_pct"] == 30.0
-    assert s["baseline_busy_ms"] == [100.0, 120.0]
+    b0, b1, b2, b3 = _w(100, 20_000), _w(120, 20_000), _w(100, 20_000), _w(140, 20_000)
+    s = cpucost.summarize([_run(_w(310, 20_000), b0, b1), _run(_w(290, 20_000), b1, b2),
+                           _run(_w(370, 20_000, sent=20_100), b2, b3)])
+    assert s["runs_ns_per_packet"] == [10_000, 9_000, 12_500]
+    assert s["ns_per_packet"] == 10_000 and s["spread_pct"] == 35.0
+    assert s["baseline_busy_ms"] == [[100.0, 120.0], [120.0, 100.0], [100.0, 140.0]]
     assert s["max_loss"] == pytest.approx(100 / 20_100, abs=1e-5)
     assert s["resolution_ns_per_packet"] == 0.1
-    assert s["baseline_drift_ns_per_packet"] == 1_000 and not s["saturated"]
+    assert s["baseline_drift_ns_per_packet"] == 2_000 and not s["saturated"]
     # a case window that forwarded nothing has no cost and does not enter the median
-    s = cpucost.summarize([_w(300, 0, sent=20_000), _w(310, 20_000)], [_w(110, 20_000)])
-    assert s["runs_ns_per_packet"] == [None, 10_000] and s["ns_per_packet"] == 10_000
-    assert s["max_loss"] == 1.0
-    assert cpucost.summarize([_w(300, 20_000)], [])["ns_per_packet"] is None
+    s = cpucost.summarize([_run(_w(300, 0, sent=20_000), b0), _run(_w(310, 20_000), b0)])
+    assert s["runs_ns_per_packet"] == [None, 10_500] and s["ns_per_packet"] == 10_500
+    assert s["max_loss"] == 1.0 and s["baseline_drift_ns_per_packet"] is None
+    assert cpucost.summarize([_run(_w(300, 20_000))])["ns_per_packet"] is None
     # CPUs with no idle time left cannot show an increment: flagged, window or baseline
-    assert cpucost.summarize([_w(300, 20_000)], [_w(110, 20_000, pct=95.0)])["saturated"]
+    assert cpucost.summarize([_run(_w(300, 20_000), _w(110, 20_000, pct=95.0))])["saturated"]
 
 
 def test_ratio_to_kernel_cost_needs_two_positive_costs():
@@ -239,24 +245,27 @@ def test_ratio_to_kernel_cost_needs_two_positive_costs():
     assert cpucost.ratio_to_kernel_cost(None, 1_500) is None
 
 
-def test_cost_ledger_charges_each_case_to_the_baselines_around_it():
-    """A case's windows are charged against the last baseline taken before them and the
-    first one taken after (for pyvs, once the director process has stopped)."""
+def test_cost_ledger_charges_each_window_to_the_baselines_around_it():
+    """A case window is charged against the last baseline taken before it and the first
+    one taken after: alternating for the kernel cases, shared by all of a pyvs case's
+    windows (its closing baseline comes once the director has stopped)."""
     from pyvs.bench import cpucost
 
-    b0, b1, b2 = _w(100, 1), _w(110, 1), _w(120, 1)
+    b = [_w(100 + 10 * i, 1) for i in range(4)]
     ledger = cpucost.CostLedger()
-    ledger.baseline(b0)
-    kernel = ledger.case([_w(200, 10)])
-    ledger.baseline(b1)
-    pyvs_a = ledger.case([_w(300, 10)])
-    assert pyvs_a["baseline_windows"] == [b1]  # its closing one is not taken yet
-    ledger.baseline(b2)
-    assert kernel["baseline_windows"] == [b0, b1]
-    assert pyvs_a["baseline_windows"] == [b1, b2] and not ledger.waiting
-    done = cpucost.finish(pyvs_a)
-    assert done["ns_per_packet"] == round((300 - 115) * 1e6 / 10)
-    assert done["case_windows"] == pyvs_a["case_windows"]
+    ledger.baseline(b[0])
+    k1 = ledger.run(_w(200, 10))
+    ledger.baseline(b[1])
+    k2 = ledger.run(_w(200, 10))
+    ledger.baseline(b[2])
+    assert k1["baseline_windows"] == [b[0], b[1]] and k2["baseline_windows"] == [b[1], b[2]]
+    pyvs = [ledger.run(_w(300, 10)), ledger.run(_w(320, 10))]
+    assert all(r["baseline_windows"] == [b[2]] for r in pyvs)  # closing one not yet taken
+    ledger.baseline(b[3])
+    assert all(r["baseline_windows"] == [b[2], b[3]] for r in pyvs) and not ledger.waiting
+    done = cpucost.finish(pyvs)
+    assert done["runs_ns_per_packet"] == [round(175e6 / 10), round(195e6 / 10)]
+    assert done["runs"] is pyvs
 
 
 def test_report_shows_the_per_core_cost_columns():
@@ -278,3 +287,36 @@ def test_report_shows_the_per_core_cost_columns():
     assert "| 1,500 (12 %) | 1.000 |" in text
     assert "| 30,000 | 20 |" in text
     assert "at 10,000 pps" in text
+
+
+def test_bench_turns_cost_windows_into_ns_per_packet_and_ratios():
+    """Every measured case gets ns_per_packet and its ratio to kernel forwarding's; a
+    case whose windows saturated the CPUs gets none (its raw figure stays in
+    cpu_cost), and a case that lost packets at the cost rate is noted."""
+    import argparse
+
+    from pyvs.bench import cpucost
+    from pyvs.bench.suite import Bench
+
+    bench = Bench(argparse.Namespace(quick=True, repeats=None, cost_rate=None))
+    ledger = cpucost.CostLedger()
+
+    def case(name: str, busy_ms: float, pct: float = 10.0, sent: int | None = None) -> dict:
+        ledger.baseline(_w(100, 20_000))
+        runs = [ledger.run(_w(busy_ms, 20_000, sent=sent, pct=pct))]
+        ledger.baseline(_w(100, 20_000))
+        return {"case": name, "pps_loss_free": 1, "pps_flat_out": 1, "cpu_cost": runs}
+
+    kernel = case("kernel IP forwarding", 130)
+    rows = [kernel, case("pyvs NAT (xdp)", 700), case("pyvs NAT (ring)", 900, pct=97.0),
+            case("pyvs TUN (ring)", 1100, sent=21_000),
+            {"case": "skipped one", "pps_loss_free": None, "skipped": "no"}]
+    bench.results["throughput"] = rows
+    bench.kernel_fwd = kernel
+    bench.costs()
+    assert [r["ns_per_packet"] for r in rows] == [1_500, 30_000, None, 50_000, None]
+    assert [r["ratio_to_kernel_cost"] for r in rows] == [1.0, 20.0, None, 33.33, None]
+    assert rows[2]["cpu_cost"]["ns_per_packet"] == 40_000 and rows[2]["cpu_cost"]["saturated"]
+    notes = " ".join(bench.results["notes"])
+    assert "pyvs NAT (ring): the CPUs were 90 % busy" in notes
+    assert "pyvs TUN (ring): lost 4.8% in a per-core cost window" in notes
