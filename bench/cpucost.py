@@ -11,7 +11,8 @@ the transmit to the sink and the sink's count-and-drop, the same for every case)
 bench/README.md says why this method, its assumptions and its limits.
 
 Busy time comes from the cpuidle residency counters (µs, per CPU) when the kernel
-has a cpuidle driver: busy = CPUs x wall time - idle residency - steal.  Otherwise
+has a cpuidle driver: busy = CPUs x wall time - idle residency - steal (each CPU read
+from a thread moved onto it, see ``_cpuidle_us``).  Otherwise
 from /proc/stat: user + nice + system + irq + softirq, in USER_HZ ticks (on a
 kernel with tick-based accounting these are samples, not measurements; the JSON
 says which source was used).
@@ -69,10 +70,10 @@ def busy_ns(before: dict, after: dict) -> float:
     if before["source"] != after["source"]:
         raise ValueError("samples from different sources")
     if before["source"] == "cpuidle":
-        wall = after["wall_ns"] - before["wall_ns"]
+        wall = after["cpu_wall_ns"] - before["cpu_wall_ns"]  # summed over the CPUs
         idle = (after["idle_us"] - before["idle_us"]) * 1000.0
         steal = (after["steal_ticks"] - before["steal_ticks"]) * after["tick_ns"]
-        return before["cpus"] * wall - idle - steal
+        return wall - idle - steal
     return (after["busy_ticks"] - before["busy_ticks"]) * after["tick_ns"]
 
 
@@ -130,16 +131,31 @@ def ratio_to_kernel_cost(ns: float | None, kernel_ns: float | None) -> float | N
 # ------------------------------------------------------------------ CPU time (host)
 
 
-def _cpuidle_us() -> tuple[int, int] | None:
-    """(CPUs, total idle residency in µs) from cpuidle sysfs; None without a driver."""
-    cpus, total = 0, 0
-    for cpu in sorted(CPU_SYS.glob("cpu[0-9]*")):
-        states = list((cpu / "cpuidle").glob("state[0-9]*"))
-        if not states:
-            return None
-        cpus += 1
-        total += sum(int((s / "time").read_text()) for s in states)
-    return (cpus, total) if cpus else None
+def _cpuidle_us() -> tuple[int, int, int] | None:
+    """(CPUs, idle residency in µs, read times in ns), each summed over the CPUs, from
+    cpuidle sysfs; None without a driver or when a CPU cannot be visited.
+
+    A state's ``time`` grows when the CPU leaves the state, so an idle period still
+    running when the counter is read is missing from it (on a quiet machine that can be
+    hundreds of ms).  Each CPU is therefore read from a thread moved onto it: the move
+    wakes the CPU, which ends its idle period, so the counter is complete up to a few
+    µs before the read."""
+    cpus = sorted(CPU_SYS.glob("cpu[0-9]*"), key=lambda c: int(c.name[3:]))
+    if not cpus or not all(list((c / "cpuidle").glob("state[0-9]*")) for c in cpus):
+        return None
+    home = os.sched_getaffinity(0)
+    idle = wall = 0
+    try:
+        for cpu in cpus:
+            os.sched_setaffinity(0, {int(cpu.name[3:])})
+            idle += sum(int((st / "time").read_text())
+                        for st in (cpu / "cpuidle").glob("state[0-9]*"))
+            wall += time.monotonic_ns()
+    except OSError:  # an offline or forbidden CPU
+        return None
+    finally:
+        os.sched_setaffinity(0, home)
+    return len(cpus), idle, wall
 
 
 def sample_cpu(source: str | None = None) -> dict:
@@ -148,18 +164,16 @@ def sample_cpu(source: str | None = None) -> dict:
     tick_ns = 1e9 / os.sysconf("SC_CLK_TCK")
     fields = parse_stat(PROC_STAT.read_text())
     if source in (None, "cpuidle"):
-        idle = _cpuidle_us()
-        if idle is not None:
-            return {"source": "cpuidle", "cpus": idle[0], "idle_us": idle[1],
-                    "wall_ns": time.monotonic_ns(), "steal_ticks": fields.get("steal", 0),
-                    "tick_ns": tick_ns, "resolution_ns": 1000.0 * idle[0]}
+        got = _cpuidle_us()
+        if got is not None:
+            cpus, idle, wall = got
+            return {"source": "cpuidle", "cpus": cpus, "idle_us": idle, "cpu_wall_ns": wall,
+                    "steal_ticks": fields.get("steal", 0), "tick_ns": tick_ns,
+                    "resolution_ns": 1000.0 * cpus}
         if source == "cpuidle":
-            raise RuntimeError("no cpuidle driver: use /proc/stat")
-    cpus = os.cpu_count() or 1
+            raise RuntimeError("cpuidle counters unavailable: use /proc/stat")
     return {"source": "proc_stat", "busy_ticks": stat_busy_ticks(fields),
-            "total_ticks": sum(fields.get(k, 0) for k in STAT_FIELDS[:8]),
-            "wall_ns": time.monotonic_ns(), "tick_ns": tick_ns,
-            "resolution_ns": tick_ns * cpus}
+            "tick_ns": tick_ns, "resolution_ns": tick_ns * (os.cpu_count() or 1)}
 
 
 # ------------------------------------------------------------------ lab windows

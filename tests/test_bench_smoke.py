@@ -189,10 +189,10 @@ def test_proc_stat_busy_counts_work_not_idle_steal_or_guest_twice():
 def test_cpuidle_busy_is_wall_time_of_all_cpus_minus_idle_and_steal():
     from pyvs.bench import cpucost
 
-    before = {"source": "cpuidle", "cpus": 2, "wall_ns": 0, "idle_us": 10_000_000,
+    before = {"source": "cpuidle", "cpus": 2, "cpu_wall_ns": 0, "idle_us": 10_000_000,
               "steal_ticks": 5, "tick_ns": 1e7}
-    after = dict(before, wall_ns=2_000_000_000, idle_us=13_000_000, steal_ticks=6)
-    # 2 CPUs x 2 s = 4 s; 3 s idle; 10 ms stolen
+    after = dict(before, cpu_wall_ns=4_000_000_000, idle_us=13_000_000, steal_ticks=6)
+    # 2 CPUs read 2 s apart each = 4 s; 3 s idle; 10 ms stolen
     assert cpucost.busy_ns(before, after) == pytest.approx(0.99e9)
     with pytest.raises(ValueError):
         cpucost.busy_ns(before, {"source": "proc_stat"})
@@ -320,3 +320,26 @@ def test_bench_turns_cost_windows_into_ns_per_packet_and_ratios():
     notes = " ".join(bench.results["notes"])
     assert "pyvs NAT (ring): the CPUs were 90 % busy" in notes
     assert "pyvs TUN (ring): lost 4.8% in a per-core cost window" in notes
+
+
+@pytest.mark.parametrize("source", [None, "proc_stat"])
+def test_cpu_samples_of_this_machine_bound_the_busy_time_and_leave_affinity_alone(source):
+    """Two readings of this machine's CPU time: the busy time between them lies within
+    what its CPUs could have done, and reading (which visits every CPU for cpuidle)
+    leaves the process's CPU affinity as it was."""
+    import os
+    import time
+
+    from pyvs.bench import cpucost
+
+    home = os.sched_getaffinity(0)
+    t0 = time.monotonic()
+    a = cpucost.sample_cpu(source)
+    sum(range(200_000))
+    b = cpucost.sample_cpu(a["source"])
+    wall = time.monotonic() - t0
+    assert os.sched_getaffinity(0) == home
+    cpus = a.get("cpus") or os.cpu_count()
+    # proc_stat: five fields rounded to ticks, and tick sampling charges whole ticks
+    slack = 2 * a["resolution_ns"] + (10 * a["tick_ns"] if a["source"] == "proc_stat" else 0)
+    assert -slack <= cpucost.busy_ns(a, b) <= cpus * wall * 1e9 + slack
