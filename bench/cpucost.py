@@ -105,7 +105,7 @@ def summarize(runs: list[dict]) -> dict:
     return {
         "ns_per_packet": round(med) if med is not None else None,
         "runs_ns_per_packet": [round(c) if c is not None else None for c in costs],
-        "spread_pct": spread_pct(good),
+        "spread_pct": spread_pct(good) if med is not None and med > 0 else None,
         "case_busy_ms": [round(c["busy_ns"] / 1e6, 2) for c in cases],
         "baseline_busy_ms": [[round(x / 1e6, 2) for x in b] for b in bases],
         "forwarded": fwd,

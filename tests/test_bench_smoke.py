@@ -231,6 +231,9 @@ def test_cost_per_packet_is_the_increment_over_the_bracketing_baselines():
     assert s["runs_ns_per_packet"] == [None, 10_500] and s["ns_per_packet"] == 10_500
     assert s["max_loss"] == 1.0 and s["baseline_drift_ns_per_packet"] is None
     assert cpucost.summarize([_run(_w(300, 20_000))])["ns_per_packet"] is None
+    # below the baseline (noise): a figure, but no spread relative to it
+    s = cpucost.summarize([_run(_w(90, 20_000), b0), _run(_w(95, 20_000), b0)])
+    assert s["ns_per_packet"] < 0 and s["spread_pct"] is None
     # CPUs with no idle time left cannot show an increment: flagged, window or baseline
     assert cpucost.summarize([_run(_w(300, 20_000), _w(110, 20_000, pct=95.0))])["saturated"]
 
