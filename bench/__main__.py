@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cost-rate", type=float, metavar="PPS",
                     help="offered rate of the per-core cost windows (default 10000; every "
                          "case should forward it loss-free); 0 skips the per-core cost")
+    ap.add_argument("--cost-window", type=float, metavar="S",
+                    help="generator time of one per-core cost window (default 2 with "
+                         "--quick, 4 without); longer windows average more background out")
     args = ap.parse_args(argv)
     if os.geteuid() != 0 and not args.no_traffic:
         sys.exit("python -m bench: needs root (network namespaces); --no-traffic runs "

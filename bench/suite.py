@@ -44,6 +44,8 @@ class Bench:
             self.s.repeats = max(1, args.repeats)
         if getattr(args, "cost_rate", None) is not None:
             self.s.cost_rate = max(0.0, args.cost_rate)
+        if getattr(args, "cost_window", None):
+            self.s.cost_window_s = max(0.5, args.cost_window)
         self.results: dict = {
             "meta": {
                 "mode": "quick" if args.quick else "full",
