@@ -200,6 +200,7 @@ static int raw_setup(struct opts *o, char **frames_out, int *flen_out) {
         ip->version = 4; ip->ihl = 5; ip->ttl = 64; ip->protocol = IPPROTO_UDP;
         ip->tot_len = htons((uint16_t)(20 + 8 + o->size));
         ip->id = htons((uint16_t)p);
+        ip->frag_off = htons(0x4000); /* DF, as a Linux UDP socket sends (IP_PMTUDISC_WANT) */
         ip->saddr = s.sin_addr.s_addr;
         ip->daddr = d.sin_addr.s_addr;
         ip->check = ip_csum(ip, 20);

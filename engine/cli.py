@@ -188,7 +188,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         sys.stderr.write("pyvs status: no pyvs director runs in this network namespace\n")
         return 1
     print(json.dumps({k: reply[k] for k in ("pid", "uptime", "config", "connections", "table",
-                                            "drops", "io", "ports", "workers", "health",
+                                            "drops", "io", "ports", "workers",
+                                            "xdp-workers", "health",
                                             "sync", "defense")
                       if reply.get(k) is not None}, indent=2))
     return 0
@@ -253,7 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "TPACKET_V3 rings + batch fast path) or xdp (AF_XDP sockets + the "
                           "same fast path); in ring and xdp modes fwmark/ICMP stay on NFQUEUE")
     run.add_argument("--workers", type=_in_range(1), default=1,
-                     help="worker processes (ring mode, PACKET_FANOUT hash); default 1")
+                     help="worker processes (ring: PACKET_FANOUT; xdp: one AF_XDP socket "
+                          "per receive queue, each interface needs at least N queues); "
+                          "default 1")
     run.add_argument("--interface", dest="interfaces", action="append", metavar="IF",
                      help="ring/xdp interfaces (default: every interface with an address)")
     run.add_argument("--conn-limit", type=_in_range(0), metavar="N",

@@ -61,6 +61,7 @@ NEW_CONN_TIMEOUT = 3  # ip_vs_conn_new(): 3*HZ until the first state transition
 V6_KEY = 1 << 304  # marks an IPv6 key: no IPv4 key reaches this bit
 _M32 = 0xFFFFFFFF
 _M128 = (1 << 128) - 1
+_M48, _M144 = (1 << 48) - 1, (1 << 144) - 1
 _MISSING = object()
 TEMPLATE_KEEPALIVE = 60  # a template still controlling connections is re-armed by 60 s
 
@@ -84,6 +85,12 @@ def rs_key(protocol: int, addr: bytes, port: int) -> int:
     if len(addr) == 4:
         return (protocol << 48) | (int.from_bytes(addr, "big") << 16) | port
     return (1 << 160) | (protocol << 144) | (int.from_bytes(addr, "big") << 16) | port
+
+
+def source_rs_key(key: int) -> int:
+    """rs_key(protocol, saddr, sport) of a packet given by its pack_key: the key's top bits
+    shifted down (IPv6: V6_KEY lands on rs_key's 1 << 160)."""
+    return key >> 144 if key & V6_KEY else key >> 48
 
 
 def vip_part(addr: bytes, port: int) -> int:
@@ -326,6 +333,19 @@ class ConnTable:
                     and conn.flags & FWD_MASK == FWD_MASQ):
                 return conn
         return None
+
+    def out_get_key(self, key: int) -> Conn | None:
+        """out_get() for a packet given by its pack_key (the batch path builds those from
+        header bytes, IPv4 and IPv6): the reply's rs_key, its destination's client_part
+        and its source address are all parts of the key."""
+        rk = source_rs_key(key)
+        if key & V6_KEY:
+            base = (key >> 288 << 288) | ((key & _M144) << 144)
+            saddr = ((rk >> 16) & _M128).to_bytes(16, "big")
+        else:
+            base = (key >> 96 << 96) | ((key & _M48) << 48)
+            saddr = ((rk >> 16) & _M32).to_bytes(4, "big")
+        return self.out_get_packed(rk, key, base, saddr, rk & 0xFFFF)
 
     def replies_possible(self, rks: list[int]) -> list[bool]:
         """For each rs_key, whether a NAT entry toward that real server exists (a packet

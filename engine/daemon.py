@@ -29,6 +29,7 @@ from pyvs.engine.trace.hook import TraceHub
 log = logging.getLogger("pyvs")
 
 TICK = 0.1
+BUSY_POLL = float(os.environ.get("PYVS_BUSY_POLL_US", "200")) * 1e-6
 EXPIRE_BUDGET = 50_000  # entries looked at per tick in ring mode (expiry never stalls)
 
 
@@ -58,6 +59,7 @@ class Daemon:
         self.interfaces = interfaces
         self.ports: list[Port] = []
         self.fanout_group: int | None = None  # set by engine/workers.py
+        self.port_options: dict = {}  # PortContext.options (engine/workers.py: xdp-workers)
         self.health = None  # engine/health/supervisor.py, with --keepalived / --config
         self.sync = SyncDaemons(self.director)  # --start-daemon master|backup
         self.selector: selectors.BaseSelector | None = None
@@ -219,7 +221,7 @@ class Daemon:
         if self.io in ("ring", "xdp"):
             self.director.conntable.expire_budget = EXPIRE_BUDGET
         ctx = PortContext(self.director, sender, self.interfaces, self.fanout_group,
-                          self.queue)
+                          self.queue, self.port_options)
         self.ports = open_ports(self.io, ctx)
         self.interfaces = ctx.interfaces
 
@@ -265,20 +267,22 @@ class Daemon:
               config=self.health.path if self.health else None, pid=os.getpid())
         sdnotify.ready(f"serving ({' + '.join(p.name for p in self.ports)})")
         next_tick = time.monotonic()
+        busy_until = 0.0
         try:
             while self.running:
                 wake = next_tick
                 sync_wake = self.sync.next_wakeup()  # on the director's clock
                 if sync_wake is not None:
                     wake = min(wake, time.monotonic() + sync_wake - self.director.now())
-                timeout = max(0.0, wake - time.monotonic())
+                now = time.monotonic()
+                timeout = 0.0 if now < busy_until else max(0.0, wake - now)
                 for key, _ in sel.select(timeout):
                     port = key.data
                     try:
                         if port is None:
                             self._serve_control(listener)
-                        else:
-                            port.serve(key.fileobj)
+                        elif port.serve(key.fileobj):
+                            busy_until = time.monotonic() + BUSY_POLL
                     except Exception:  # the engine keeps serving whatever one batch did
                         log.exception("error while serving %s", port.name if port else "control")
                         self.director.drops["engine-error"] += 1

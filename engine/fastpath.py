@@ -8,13 +8,15 @@ place (IP and L4 headers; the Ethernet header is the port's business).
 
 How a batch goes:
   1. The first 54 bytes of every frame are gathered into an (n, 54) array and the
-     IPv4/TCP/UDP header fields are decoded column-wise.
+     IPv4/TCP/UDP header fields are decoded column-wise; IPv6 frames get columns of
+     their own (74 bytes, engine/fastpath6.py), merged into the batch's.
   2. A frame is *eligible* for the fast path when nothing about it is unusual:
-     IPv4 with a 20-byte header, not a fragment, lengths consistent (exactly the
-     checks engine/packet.parse makes, so parse could not fail on it), TCP whose
-     flags make an ACK event (no SYN, FIN or RST) or UDP.
+     IPv4 with a 20-byte header, not a fragment, or IPv6 with no extension header,
+     lengths consistent (exactly the checks engine/packet.parse makes, so parse could
+     not fail on it), TTL / hop limit above 1, TCP whose flags make an ACK event (no
+     SYN, FIN or RST) or UDP.
   3. One Python loop in arrival order looks each frame up with the connection
-     table's own lookups (ConnTable.out_get_packed, in_get_many: the NAT reply
+     table's own lookups (ConnTable.out_get_key, in_get_many: the NAT reply
      direction first, then the in index, through the packed integer keys of
      engine/conntable.py).  A frame takes the fast path only if it hits an entry and
      its handling cannot change anything but counters and timers: a masquerading
@@ -23,13 +25,19 @@ How a batch goes:
      the loop counts in_pkts and notes the new address/port.  Direct-routing and IPIP
      entries take it too when their forwarder says the packet needs nothing but the
      TTL and one frame out (DirectRoute.ready_hop: on-link, neighbour resolved, nothing
-     queued; Tunnel.ready_plan: plain IPIP over IPv4, path MTU large enough): the frame
-     (DR: new MACs, sent from where it sits) or the outer packet (forwarders/encap.py's
-     header) is queued in l2_outbox / outbox in packet order as the forwarders queue
-     theirs (engine/bufref.py), verdict DROP as theirs.  What Director.handle
-     would do besides is done once per batch with the core's batch operations (the
-     protocol's keep_state_many, ConnTable.put_many).  Every other frame (new flows,
-     SYN/FIN/RST, ICMP, IPv6, anything odd) is copied out and handed to
+     queued; Tunnel.ready_plan: plain IPIP, IPv4 in IPv4 or IPv6 in IPv6, path MTU large
+     enough): the frame (DR: new MACs, sent from where it sits) or the outer packet
+     (forwarders/encap.py's header) is queued in l2_outbox / outbox in packet order
+     as the forwarders queue theirs (engine/bufref.py), verdict DROP as theirs.  An
+     IPIP packet whose outer header gets DF (ID 0 then, as ip_select_ident makes it:
+     nothing is left for the stack to choose) becomes a ready Ethernet frame in place
+     when the port leaves ``headroom`` before its frames and the next hop's MAC is
+     known (TunnelPlan.hop): outer and Ethernet headers go into the 20 bytes before
+     the frame and over its own Ethernet header, the inner packet is not copied, and
+     the port sends it like a DR frame.  What Director.handle would do besides is
+     done once per batch with the core's batch operations (the protocol's
+     keep_state_many, ConnTable.put_many).  Every other frame (new flows, SYN/FIN/RST,
+     ICMP, IPv6 extension headers, anything odd) is copied out and handed to
      Director.handle, in order, so interleaving is exact.
   4. Address/port rewrites and the RFC 1624 checksum updates of all fast frames
      are then done column-wise with engine/csum.py's csum_adjust, the function
@@ -49,7 +57,9 @@ from operator import and_, attrgetter, lshift, or_
 
 import numpy as np
 
+from pyvs.engine import fastpath6
 from pyvs.engine.bufref import BufRef
+from pyvs.engine.conntable import source_rs_key
 from pyvs.engine.csum import TTL_DELTA, csum_adjust
 from pyvs.engine.model import (
     CONN_F_NOOUTPUT,
@@ -71,13 +81,25 @@ _COLS = np.arange(HDR, dtype=np.int64)
 _WB = np.arange(ETH + 8, HDR, dtype=np.int64)  # TTL .. end of a TCP header
 _GATHER_MAX = 256  # IPIP inner packets up to this long are copied with one gather
 _L2TTL = np.r_[0:12, ETH + 8:ETH + 12]  # the MACs, and TTL .. header checksum
+_L2_OUTER = ETH + 20 + 20  # an IPIP frame's headers: Ethernet, outer and inner IPv4
+_L2_COLS = np.arange(_L2_OUTER, dtype=np.int64)
+_ETH_IPV4 = np.array([0x08, 0x00], dtype=np.uint8)
 
 _TCP, _UDP = 6, 17
-_M48 = (1 << 48) - 1
+_M48, _M144 = (1 << 48) - 1, (1 << 144) - 1
 _IKEY, _DADDR, _DPORT = (attrgetter(a) for a in ("ikey", "daddr", "dport"))
 # per secure_tcp setting, per direction: the states an ACK leaves unchanged
 _ACK_STAYS = {secure: tuple(ack_keeps_state(d, secure) for d in (INPUT, OUTPUT, INPUT_ONLY))
               for secure in (False, True)}
+
+
+def _by_family(six: np.ndarray):
+    """(positions, is IPv6) for the IPv4 and the IPv6 part of some batch rows."""
+    if not six.any():
+        return ((np.arange(len(six)), False),)
+    if six.all():
+        return ((np.arange(len(six)), True),)
+    return ((np.flatnonzero(~six), False), (np.flatnonzero(six), True))
 
 
 class FastPath:
@@ -88,7 +110,9 @@ class FastPath:
 
     # ------------------------------------------------------------------------------------
     def run(self, buf: np.ndarray, offs: np.ndarray, lens: np.ndarray,
-            now: float | None = None) -> np.ndarray:
+            now: float | None = None, headroom: int = 0) -> np.ndarray:
+        """One batch (see the module docstring); ``headroom``: bytes before every frame
+        the port lets this overwrite (an IPIP frame is then built in place)."""
         d = self.director
         n = len(offs)
         verdicts = np.full(n, ACCEPT, dtype=np.int8)
@@ -126,18 +150,26 @@ class FastPath:
                    | (is_udp & (avail >= 8) & (ulen >= 8) & (ulen <= avail))))
         if d.tracer is not None:  # `pyvs trace`: traced frames take Director.handle, seen
             elig &= ~d.tracer.batch_mask(saddr, sport, daddr, dport)
+        # IPv6 frames: their own columns (engine/fastpath6.py), merged into the batch's
+        is6 = ethertype == 0x86DD
+        rows6 = np.flatnonzero(is6)
+        c6 = None
+        if len(rows6):
+            c6 = fastpath6.decode(buf, offs[rows6], lens[rows6])
+            # `pyvs trace` filters are matched on IPv4 columns: traced or not, IPv6 frames
+            # take Director.handle while a tracer is attached
+            elig[rows6] = c6.elig if d.tracer is None else False
+            tot[rows6] = c6.tot
+            proto[rows6] = c6.proto
 
-        # packed keys (engine/conntable.pack_key / rs_key / client_part), IPv4 only
+        # packed keys (engine/conntable.pack_key / rs_key) of the IPv4 frames
         hi = (proto << 32) | saddr  # key >> 64
-        u48 = np.uint64(48)
-        lo = ((sport.astype(np.uint64) << u48)
+        lo = ((sport.astype(np.uint64) << np.uint64(48))
               | ((daddr << 16) | dport).astype(np.uint64))  # key & (2**64 - 1)
         rk = (proto << 48) | (saddr << 16) | sport  # rs_key of a reply
-        rbase = (proto << 32) | daddr  # client_part(reply) >> 64 ...
-        rlo = dport.astype(np.uint64) << u48  # ... | its low 64 bits
 
         table = d.conntable
-        out_get = table.out_get_packed
+        out_get = table.out_get_key
         in_get_many = table.in_get_many
         timeouts = d.timeouts
         secure = d.sysctl.secure_tcp >= 2  # the defense tables (engine/defense.py)
@@ -147,13 +179,17 @@ class FastPath:
         observe = d.sync_observer  # a sync master sees every incoming packet, fast or not
 
         el = elig.tolist()
-        his, los, rks, rbs, rls = hi.tolist(), lo.tolist(), rk.tolist(), rbase.tolist(), \
-            rlo.tolist()
+        his, los, rks = hi.tolist(), lo.tolist(), rk.tolist()
         protos = proto.tolist()
         # the packed in keys and both first lookups of the whole batch, in C (map); they
         # hold until a frame goes to Director.handle (which may change the table), after
         # which every lookup is made again at its frame's turn
         keys = list(map(or_, map(lshift, his, repeat(64, n)), los))
+        if c6 is not None:
+            for j, key in zip(rows6.tolist(), c6.keys, strict=True):
+                keys[j] = key
+                rks[j] = source_rs_key(key)
+        v6s = is6.tolist()
         pre_reply = table.replies_possible(rks)
         pre_in = in_get_many(keys)
         clean = True
@@ -179,6 +215,10 @@ class FastPath:
         tun_at: list[int] = []
         tunbuf = None
         tun_pos = 0
+        tl2_i: list[int] = []  # ... IPIP as ready Ethernet frames (outbox, in place)
+        tl2_p: list = []
+        l2_room = headroom >= 20
+        dfs = ((frag & 0x4000) != 0).tolist() if l2_room else None
         out_i: list[int] = []  # fast replies: frame index, conn, its destination
         out_c: list = []
         out_d: list = []
@@ -194,9 +234,7 @@ class FastPath:
                 continue
             conn = None
             if pre_reply[i] or not clean:  # Director.handle: the reply direction first
-                r = rks[i]
-                conn = out_get(r, keys[i], (rbs[i] << 64) | rls[i],
-                               ((r >> 16) & 0xFFFFFFFF).to_bytes(4, "big"), r & 0xFFFF)
+                conn = out_get(keys[i])
                 if conn is not None:
                     flags = conn.flags
                     dest = conn.dest
@@ -266,14 +304,24 @@ class FastPath:
                     dr_h.append(ready)
                     l2_outbox.append((ready.ifname,
                                       BufRef(buf, offl[i], ETH + tots[i], ready.ifindex)))
-                else:
+                elif (ready.hop is not None and l2_room and not v6s[i] and dfs[i]
+                      and ready.copy_df):
+                    # a ready Ethernet frame, built where the packet sits (its outer
+                    # header in the headroom before it); DF set: the outer ID is 0, as
+                    # ip_select_ident makes it, so the stack has nothing left to choose
+                    tl2_i.append(i)
+                    tl2_p.append(ready)
+                    outbox.append(BufRef(buf, offl[i] - 20, ETH + 20 + tots[i],
+                                         ready.hop.ifindex))
+                else:  # the outer packet in a buffer of its own, to the stack
                     if tunbuf is None:
-                        tunbuf = np.empty(int(tot[elig].sum()) + 20 * n, dtype=np.uint8)
+                        tunbuf = np.empty(int(tot[elig].sum()) + 40 * n, dtype=np.uint8)
                     tun_i.append(i)
                     tun_p.append(ready)
                     tun_at.append(tun_pos)
-                    outbox.append(BufRef(tunbuf, tun_pos, 20 + tots[i]))
-                    tun_pos += 20 + tots[i]
+                    size = (40 if v6s[i] else 20) + tots[i]  # IPv6 in IPv6, or IPIP
+                    outbox.append(BufRef(tunbuf, tun_pos, size))
+                    tun_pos += size
                 verdicts[i] = DROP  # sent through an outbox, as the forwarders do
             conn.in_pkts += 1
             if observe is not None:
@@ -298,18 +346,49 @@ class FastPath:
                     group = [c for i, c in zip(rows, conns, strict=True) if protos[i] == p]
                     PROTOCOLS[p].keep_state_many(group, direction, timeouts)
             table.put_many(conns, now)
-        if out_i:
-            self._rewrite(buf, offs, tot, proto, h, out_i, out_c, out_d, True)
-            verdicts[out_i] = FORWARD
-        if nat_i:
-            self._rewrite(buf, offs, tot, proto, h, nat_i, nat_c, nat_d, False)
-            verdicts[nat_i] = FORWARD
+        pos6 = None
+        if c6 is not None:  # row of the batch -> row of the IPv6 columns
+            pos6 = np.zeros(n, dtype=np.int64)
+            pos6[rows6] = np.arange(len(rows6))
+        for rows, conns, dests, reply in ((out_i, out_c, out_d, True),
+                                          (nat_i, nat_c, nat_d, False)):
+            if not rows:
+                continue
+            r = np.asarray(rows, dtype=np.int64)
+            for sel, six in _by_family(is6[r]):
+                part = [conns[k] for k in sel.tolist()]
+                if six:
+                    self._rewrite6(buf, offs, tot, proto, c6, pos6, r[sel], part,
+                                   [dests[k] for k in sel.tolist()], reply)
+                else:
+                    self._rewrite(buf, offs, tot, proto, h, r[sel], part,
+                                  [dests[k] for k in sel.tolist()], reply)
+            verdicts[r] = FORWARD
         if dr_i:
-            self._route(buf, offs, h, dr_i, dr_h)
+            r = np.asarray(dr_i, dtype=np.int64)
+            for sel, six in _by_family(is6[r]):
+                hops = [dr_h[k] for k in sel.tolist()]
+                if six:
+                    p = pos6[r[sel]]
+                    fastpath6.route(buf, offs[r[sel]], c6.h[p],
+                                    b"".join(hp.dst_mac + hp.src_mac for hp in hops))
+                else:
+                    self._route(buf, offs, h, r[sel], hops)
         if tun_i:
-            self._encapsulate(buf, offs, tot, h, tun_i, tun_p, tunbuf, tun_at)
-        if dr_i or tun_i:  # counted as Director.count_in does, in packet order's sums
-            routed = sorted(dr_i + tun_i)
+            r = np.asarray(tun_i, dtype=np.int64)
+            for sel, six in _by_family(is6[r]):
+                plans = [tun_p[k] for k in sel.tolist()]
+                at = [tun_at[k] for k in sel.tolist()]
+                if six:
+                    rr = r[sel]
+                    fastpath6.encapsulate(buf, offs[rr], tot[rr], c6.h[pos6[rr]], plans,
+                                          tunbuf, at)
+                else:
+                    self._encapsulate(buf, offs, tot, h, r[sel].tolist(), plans, tunbuf, at)
+        if tl2_i:
+            self._encapsulate_l2(buf, offs, tot, h, tl2_i, tl2_p)
+        if dr_i or tun_i or tl2_i:  # counted as Director.count_in does, in packet order
+            routed = sorted(dr_i + tun_i + tl2_i)
             by_row = dict(zip(in_i, in_d, strict=True))
             self._count(tot, routed, [by_row[i] for i in routed], False)
         return verdicts
@@ -370,17 +449,29 @@ class FastPath:
         delta = delta + (new_port - old_port)
         pr = proto[r]
         tcp = pr == _TCP
-        if tcp.any():
+        n_tcp = int(np.count_nonzero(tcp))
+        if n_tcp:
+            tcp = slice(None) if n_tcp == len(pr) else tcp  # one protocol: no mask
             tc = (ETH + 36) >> 1
             w[tcp, tc] = csum_adjust(w[tcp, tc].astype(np.int64), delta[tcp])
-        udp = ~tcp
-        if udp.any():
+        if n_tcp < len(pr):
+            udp = slice(None) if not n_tcp else ~tcp
             uc = (ETH + 26) >> 1
             c = w[udp, uc].astype(np.int64)
             nc = csum_adjust(c, delta[udp])
             nc[nc == 0] = 0xFFFF
             w[udp, uc] = np.where(c != 0, nc, 0)  # UDP checksum 0 = none: left alone
         buf[o[:, None] + _WB] = hh[:, _WB]
+        self._count(tot, r, dests, reply)
+
+    def _rewrite6(self, buf, offs, tot, proto, c6, pos6, r, conns, dests,
+                  reply: bool) -> None:
+        """_rewrite for IPv6 frames (engine/fastpath6.py nat_rewrite), and counting."""
+        if reply:  # VIP:vport: the low 144 bits of the in key (conntable.pack_key)
+            new = b"".join([(c.ikey & _M144).to_bytes(18, "big") for c in conns])
+        else:
+            new = b"".join([c.daddr + c.dport.to_bytes(2, "big") for c in conns])
+        fastpath6.nat_rewrite(buf, offs[r], c6.h[pos6[r]], proto[r], new, reply)
         self._count(tot, r, dests, reply)
 
     def _route(self, buf, offs, h, rows, hops) -> None:
@@ -426,22 +517,41 @@ class FastPath:
         tunbuf[starts[:, None] + cols] = outer
         tunbuf[starts[:, None] + 20 + cols] = inner
 
+    def _encapsulate_l2(self, buf, offs, tot, h, rows, plans) -> None:
+        """IPIP as whole Ethernet frames: the outer header and the next hop's Ethernet
+        header go into the 20 bytes before each frame and over its own Ethernet header,
+        the inner packet stays where it is (TTL - 1, checksum recomputed); the queued
+        references start 20 bytes before the frame."""
+        r = np.asarray(rows, dtype=np.int64)
+        inner = h[r][:, ETH:ETH + 20].copy()
+        inner[:, 8] -= 1
+        set_ipv4_header_csums(inner)
+        saddr = np.frombuffer(b"".join(p.saddr for p in plans), np.uint8).reshape(-1, 4)
+        daddr = np.frombuffer(b"".join(p.daddr for p in plans), np.uint8).reshape(-1, 4)
+        head = np.empty((len(rows), _L2_OUTER), dtype=np.uint8)
+        head[:, :12] = np.frombuffer(b"".join(p.hop.dst_mac + p.hop.src_mac for p in plans),
+                                     np.uint8).reshape(-1, 12)
+        head[:, 12:14] = _ETH_IPV4
+        head[:, 14:34] = ipip_headers(inner, saddr, daddr, True)
+        head[:, 34:] = inner
+        buf[(offs[r] - 20)[:, None] + _L2_COLS] = head
+
     def _count(self, tot, r, dests, reply: bool) -> None:
         """Director.count_in / count_out, summed per destination."""
         d = self.director
-        m = len(dests)
+        count = d.count_out if reply else d.count_in
         lens = tot[r]  # destinations as they were when each frame was handled
-        ids = np.fromiter(map(id, dests), np.uint64, m)
-        if (ids == ids[0]).all():  # one destination (np.unique costs more)
-            uniq, first, code = ids[:1], np.zeros(1, np.int64), np.zeros(m, np.int64)
-        else:
-            uniq, first, code = np.unique(ids, return_index=True, return_inverse=True)
-        k = len(uniq)
+        by_id = {id(x): x for x in dests}  # each destination once, in order of appearance
+        if len(by_id) == 1:
+            count(dests[0], len(dests), int(lens.sum()))
+            return
+        slot = {k: j for j, k in enumerate(by_id)}
+        code = np.fromiter(map(slot.__getitem__, map(id, dests)), np.int64, len(dests))
+        k = len(slot)
         pk = np.bincount(code, minlength=k).tolist()
         by = np.bincount(code, weights=lens, minlength=k).tolist()
-        count = d.count_out if reply else d.count_in
-        for j, f in enumerate(first.tolist()):
-            count(dests[f], pk[j], int(by[j]))
+        for j, dest in enumerate(by_id.values()):
+            count(dest, pk[j], int(by[j]))
 
 
 __all__ = ["FastPath"]

@@ -30,6 +30,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import NamedTuple
 
 log = logging.getLogger("pyvs.neigh")
 
@@ -75,6 +76,26 @@ class Route:
     def __repr__(self) -> str:
         return (f"Route({ipaddress.ip_address(self.addr)} dev {self.ifname} mtu {self.mtu}"
                 f"{' local' if self.local else ''}{' via gw' if self.gateway else ''})")
+
+
+class ReadyHop(NamedTuple):
+    """One frame's way out, ready now: interface, next hop's MAC, own MAC, route MTU."""
+
+    ifindex: int
+    ifname: str
+    dst_mac: bytes
+    src_mac: bytes
+    mtu: int
+
+
+def ready_l2_hop(routes, route: Route, nexthop: bytes) -> ReadyHop | None:
+    """The Ethernet header's ingredients for a frame to ``nexthop`` behind ``route``
+    (on-link neighbour or gateway), or None while the neighbour is not resolved (the
+    lookup has then started resolution in the kernel, see ``KernelRoutes.mac``)."""
+    mac = routes.mac(route, nexthop)
+    if mac is None:
+        return None
+    return ReadyHop(route.ifindex, route.ifname, mac, route.lladdr, route.mtu)
 
 
 class Pending:

@@ -1,11 +1,16 @@
-"""`pyvs run --io ring --workers N`: N processes, each owning the flows the kernel's
-PACKET_FANOUT hash gives it.
+"""`pyvs run --io ring|xdp --workers N`: N processes, each owning the connections whose
+client end hashes to it (engine/io/owner.py, one definition for both ports).
 
 Process 0 is the ordinary daemon (control socket, NFQUEUE port for fwmark/ICMP,
-plumbing, its own rings); processes 1..N-1 are forked from it before any socket
-exists and run rings only.  Every ring socket joins a fanout group per interface
-(hash mode, with defragmentation), so both directions of a NAT connection land in
-the same worker (the kernel's flow hash is symmetric in addresses and ports).
+plumbing, its own rings or AF_XDP sockets); processes 1..N-1 are forked from it
+before any socket exists and run the fast port only.
+  * ring: every ring socket joins a fanout group per interface (classic BPF program,
+    with defragmentation), so both directions of a NAT connection land in the same
+    worker;
+  * xdp: worker w has an AF_XDP socket on every receive queue q with q % N == w of
+    every interface (engine/io/xdp.py XdpWorkers, made before the fork with the XDP
+    programs, maps and hand-off rings); a frame received by a worker that does not
+    own it is copied to its owner (engine/io/handoff.py), which serves and sends it.
 
 Configuration: process 0 applies every pyvsadm / sysctl request itself and then
 sends it down a pipe to each worker, which applies the same request in the same
@@ -34,6 +39,7 @@ import json
 import logging
 import mmap
 import os
+import select
 import selectors
 import signal
 import time
@@ -196,25 +202,35 @@ def run_workers(args) -> int:
     from pyvs.engine.daemon import Daemon
     from pyvs.engine.io.netdev import director_interfaces
 
-    if args.io != "ring":
-        log.error("--workers needs --io ring (NFQUEUE has one queue, and an AF_XDP socket "
-                  "is tied to one receive queue)")
+    if args.io not in ("ring", "xdp"):
+        log.error("--workers needs --io ring or --io xdp (NFQUEUE has one queue)")
         return 2
     n = args.workers
     interfaces = args.interfaces or director_interfaces()
     shared = SharedCounters(n)
     group = (os.getpid() * 16) & 0xFFF0
+    xdp = None
+    if args.io == "xdp":
+        from pyvs.engine.io.xdp import XdpWorkers
+
+        try:
+            xdp = XdpWorkers.make(interfaces, n)
+        except OSError as err:  # too few queues, or BPF not allowed here
+            log.error("%s", err.strerror if err.strerror else err)
+            return 2
     children: list[tuple[int, int]] = []
+    ready_r, ready_w = os.pipe()  # each worker writes one byte once its port is open
     for w in range(1, n):
         rfd, wfd = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(wfd)
+            os.close(ready_r)
             for _, fd in children:
                 os.close(fd)
             code = 1
             try:
-                code = _child(w, rfd, shared, interfaces, group)
+                code = _child(w, rfd, shared, interfaces, group, xdp, ready_w)
             except BaseException:  # noqa: BLE001
                 log.exception("worker %d failed", w)
             finally:
@@ -222,8 +238,12 @@ def run_workers(args) -> int:
         os.close(rfd)
         children.append((pid, wfd))
 
-    daemon = Daemon(io="ring", interfaces=interfaces)
+    os.close(ready_w)
+    _wait_ready(ready_r, n - 1)
+    daemon = Daemon(io=args.io, interfaces=interfaces)
     daemon.fanout_group = group
+    if xdp is not None:
+        daemon.port_options["xdp-workers"] = xdp
     worker = Worker(0, shared, daemon.director)
     plain = daemon.handle_request
 
@@ -253,6 +273,8 @@ def run_workers(args) -> int:
             worker.publish()
             reply["connections"] = int(shared.conn_count.sum())
             reply["workers"] = n
+            if xdp is not None:  # per worker: received, handed to / served for others
+                reply["xdp-workers"] = xdp.handoff.status()
             return reply
         return plain(request)
 
@@ -295,6 +317,26 @@ def run_workers(args) -> int:
                     pass
 
 
+def _wait_ready(fd: int, workers: int, timeout: float = 10.0) -> None:
+    """Until every worker's port is open (its sockets in the XDP maps, its rings in the
+    fanout group), so that the control socket answers only when all of them serve."""
+    got = 0
+    deadline = time.monotonic() + timeout
+    try:
+        while got < workers and time.monotonic() < deadline:
+            r, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not r:
+                break
+            chunk = os.read(fd, 64)
+            if not chunk:  # every worker has exited or written
+                break
+            got += len(chunk)
+    finally:
+        os.close(fd)
+    if got < workers:
+        log.warning("%d of %d workers did not report ready", workers - got, workers)
+
+
 def _save(director) -> list[str]:
     from pyvs.engine import ipvsadm
 
@@ -312,7 +354,7 @@ def _broadcast(children, request: dict) -> None:
 
 
 def _child(index: int, rfd: int, shared: SharedCounters, interfaces: list[str],
-           group: int) -> int:
+           group: int, xdp=None, ready: int = -1) -> int:
     from pyvs.engine import ipvsadm
     from pyvs.engine.daemon import EXPIRE_BUDGET, TICK, keep_long_lived_out_of_gc
     from pyvs.engine.director import Director
@@ -330,7 +372,15 @@ def _child(index: int, rfd: int, shared: SharedCounters, interfaces: list[str],
     director.conntable.expire_budget = EXPIRE_BUDGET
     worker = Worker(index, shared, director)
     sender = RawSender()
-    port = RingPort(director, interfaces, sender, group, plumbing=False)  # process 0's
+    if xdp is None:
+        port = RingPort(director, interfaces, sender, group, plumbing=False)  # process 0's
+    else:
+        from pyvs.engine.io.xdp import XdpPort
+
+        port = XdpPort(director, interfaces, sender, xdp, index)  # process 0 attaches
+    if ready >= 0:
+        os.write(ready, b"r")
+        os.close(ready)
     sel = selectors.DefaultSelector()
     for ring in port.readers():
         sel.register(ring, selectors.EVENT_READ, ring)
@@ -338,7 +388,7 @@ def _child(index: int, rfd: int, shared: SharedCounters, interfaces: list[str],
     sel.register(rfd, selectors.EVENT_READ, "config")
     pending = b""
     next_tick = time.monotonic()
-    log.info("pyvs worker %d running (rings on %s)", index, ", ".join(interfaces))
+    log.info("pyvs worker %d running (%s on %s)", index, port.name, ", ".join(interfaces))
     try:
         while running[0]:
             timeout = max(0.0, next_tick - time.monotonic())

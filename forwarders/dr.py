@@ -15,9 +15,8 @@ dropped after ``RESOLVE_TIMEOUT`` (counted ``neigh-failed``).
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
 
-from pyvs.engine.neigh import RESOLVE_TIMEOUT, Pending, Route
+from pyvs.engine.neigh import RESOLVE_TIMEOUT, Pending, ReadyHop, Route, ready_l2_hop
 from pyvs.engine.packet import PacketInfo, dec_ttl
 from pyvs.engine.verdict import ACCEPT, DROP
 from pyvs.forwarders.base import ForwardContext
@@ -36,16 +35,6 @@ def ethernet_frame(dst_mac: bytes, src_mac: bytes, packet: bytes | bytearray) ->
 def dr_rewrite(buf: bytearray, info: PacketInfo) -> None:
     """Everything DR does to the IP packet itself: TTL - 1, IPv4 checksum fixed."""
     dec_ttl(buf, info)
-
-
-class ReadyHop(NamedTuple):
-    """One frame's way out for direct routing: interface, neighbour MAC, own MAC."""
-
-    ifindex: int
-    ifname: str
-    dst_mac: bytes
-    src_mac: bytes
-    mtu: int
 
 
 class DirectRoute(RoutedForwarder):
@@ -70,10 +59,7 @@ class DirectRoute(RoutedForwarder):
             return None
         if (route.ifindex, daddr) in self.pending:
             return None
-        mac = routes.mac(route, daddr)
-        if mac is None:
-            return None
-        return ReadyHop(route.ifindex, route.ifname, mac, route.lladdr, route.mtu)
+        return ready_l2_hop(routes, route, daddr)
 
     def icmp_to_real(self, ctx, buf, info, inner, conn) -> int:
         return self._xmit(ctx, buf, info, conn, True)

@@ -34,7 +34,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from pyvs.engine.model import TUN_TYPE_GRE, TUN_TYPE_GUE, TUN_TYPE_IPIP
+from pyvs.engine.model import AF_INET6, TUN_TYPE_GRE, TUN_TYPE_GUE, TUN_TYPE_IPIP
+from pyvs.engine.neigh import ReadyHop, ready_l2_hop
 from pyvs.engine.packet import PacketInfo, dec_ttl
 from pyvs.engine.verdict import ACCEPT, DROP
 from pyvs.forwarders.base import ForwardContext
@@ -43,14 +44,18 @@ from pyvs.forwarders.routed import RoutedForwarder
 
 
 class TunnelPlan(NamedTuple):
-    """The outer IPv4 header every IPIP packet toward one real server shares: source,
-    destination, whether DF is copied from the inner packet (pmtu_disc), and the
-    largest inner packet that goes without ICMP or fragmentation."""
+    """The outer header every IPIP (IPv4 in IPv4) or IPv6-in-IPv6 packet toward one real
+    server shares: source, destination (its size says the family), whether DF is copied
+    from the inner packet (pmtu_disc; IPv4 only), and the largest inner packet that goes
+    without ICMP or fragmentation; and, for IPIP, when the next hop's MAC is known and
+    routing gave a source address, the Ethernet frame's way out (``hop``: the batch path
+    then sends ready frames instead of going through the stack, engine/fastpath.py)."""
 
     saddr: bytes
     daddr: bytes
     copy_df: bool
     mtu: int  # the largest inner packet
+    hop: ReadyHop | None = None
 
 
 class Tunnel(RoutedForwarder):
@@ -59,24 +64,34 @@ class Tunnel(RoutedForwarder):
     name = "Tunnel"
 
     def ready_plan(self, ctx: ForwardContext, conn) -> TunnelPlan | None:
-        """The outer header ``_xmit`` would put on an IPv4 packet of ``conn`` now, if all
-        it would do is decrement the TTL and encapsulate in plain IPIP (the batch path's
-        question, engine/fastpath.py).  None for GUE/GRE, an IPv6 outer header, a local
-        or unroutable real server, a path MTU too small: the per-packet path decides
+        """The outer header ``_xmit`` would put on a packet of ``conn`` now, if all it
+        would do is decrement the TTL / hop limit and encapsulate in plain IPIP: IPv4 in
+        IPv4 (ip_vs_tunnel_xmit) or IPv6 in IPv6 (ip_vs_tunnel_xmit_v6, next header
+        IPPROTO_IPV6) -- the batch path's question, engine/fastpath.py.  None for
+        GUE/GRE, mixed families, a local or unroutable real server, a path MTU too
+        small, an IPv6 route without a source address: the per-packet path decides
         those.  A packet longer than ``mtu`` is the caller's to hand over."""
         dest = conn.dest
         if dest is None or dest.tun_type != TUN_TYPE_IPIP:
             return None
         daddr = conn.daddr
-        if len(daddr) != 4:
+        outer6 = len(daddr) == 16
+        if outer6 != (conn.af == AF_INET6):
             return None
         route = ctx.routes.route(daddr)
         if route is None or route.local:
             return None
-        mtu = ctx.pmtu.get(daddr, route.mtu, ctx.now()) - 20
-        if mtu < 68:
+        mtu = ctx.pmtu.get(daddr, route.mtu, ctx.now()) - (40 if outer6 else 20)
+        if mtu < (1280 if outer6 else 68):
             return None
-        return TunnelPlan(route.src or bytes(4), daddr, bool(ctx.sysctl.pmtu_disc), mtu)
+        saddr = route.src
+        if saddr is None:
+            if outer6:
+                return None
+            # the raw socket fills in the routing source
+            return TunnelPlan(bytes(4), daddr, bool(ctx.sysctl.pmtu_disc), mtu)
+        hop = None if outer6 else ready_l2_hop(ctx.routes, route, route.gateway or daddr)
+        return TunnelPlan(saddr, daddr, bool(ctx.sysctl.pmtu_disc), mtu, hop)
 
     def to_real(self, ctx, buf, info, conn) -> int:
         return self._xmit(ctx, buf, info, conn, False)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import random
 import struct
+from functools import partial
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -27,11 +28,19 @@ from hypothesis import strategies as st
 from pyvs.engine import ipvsadm
 from pyvs.engine.bufref import BufRef
 from pyvs.engine.clock import VirtualClock
+from pyvs.engine.conntable import pack_key, source_rs_key
 from pyvs.engine.director import Director
 from pyvs.engine.fastpath import FastPath
-from pyvs.engine.model import pack_addr
+from pyvs.engine.fastpath6 import packed_keys
+from pyvs.engine.model import FWD_DROUTE, FWD_MASQ, pack_addr
 from pyvs.engine.neigh import Route
-from pyvs.engine.packet import ipv4_header_ok, parse, set_ipv4_header_csum, set_l4_checksum
+from pyvs.engine.packet import (
+    ipv4_header_ok,
+    l4_checksum_ok,
+    parse,
+    set_ipv4_header_csum,
+    set_l4_checksum,
+)
 from pyvs.engine.sync.master import SyncConfig, SyncMaster
 from pyvs.engine.verdict import DROP, FORWARD
 
@@ -80,6 +89,9 @@ SERVICES = [
     Service(6, 6, 80, 8080, ["-s", "rr"], ["-m", "-m"]),
     Service(6, 17, 53, 53, ["-s", "rr", "-p", "20"], ["-m", "-m"]),
     Service(6, 6, 83, 83, ["-s", "rr"], ["-m", "-g", "-i"]),
+    Service(6, 6, 84, 84, ["-s", "wlc", "-p", "20"], ["-g", "-g"]),
+    Service(6, 17, 56, 56, ["-s", "rr"], ["-g", "-g"]),
+    Service(6, 17, 57, 57, ["-s", "rr"], ["-i", "-i"]),
 ]
 
 
@@ -134,9 +146,19 @@ def ip_packet_af(af, proto, saddr, sport, daddr, dport, tcp_flags, payload, ttl,
     else:
         buf = bytearray(struct.pack("!IHBB16s16s", 6 << 28, len(l4), proto, ttl, saddr,
                                     daddr) + l4)
-    if not (af == 4 and proto == 17 and zero_udp_csum):
+    if not (proto == 17 and zero_udp_csum):
         set_l4_checksum(buf, parse(buf))
     return buf
+
+
+def with_hop_by_hop(pkt: bytearray) -> bytearray:
+    """The IPv6 packet with an 8-byte hop-by-hop options header (PadN) before its L4
+    header: the same flow, the same L4 checksum, no longer a plain 40-byte header."""
+    nh = pkt[6]
+    out = bytearray(pkt[:40]) + bytes((nh, 0, 1, 4, 0, 0, 0, 0)) + pkt[40:]
+    out[6] = 0
+    struct.pack_into("!H", out, 4, len(out) - 40)
+    return out
 
 
 def ip_packet(proto, saddr, sport, daddr, dport, tcp_flags, payload, ttl, zero_udp_csum):
@@ -156,8 +178,10 @@ event = st.tuples(
     st.sampled_from([0, 1, 2, None, None]),  # None: the server the flow's entry names
     FLAGS,
     st.one_of(st.binary(max_size=11), st.binary(min_size=12, max_size=40)),
-    st.integers(0, 3),  # 0: UDP checksum 0 (none, IPv4)
-    st.sampled_from([0, 0, 0, 0, 1, 2]),  # 1: truncated frame, 2: bad tcp doff
+    st.integers(0, 3),  # 0: UDP checksum 0 (none in IPv4, invalid in IPv6)
+    # 1: truncated frame, 2: bad tcp doff, 3: IPv4 without DF / IPv6 extension header,
+    # 4: TTL / hop limit 1
+    st.sampled_from([0, 0, 0, 0, 0, 1, 2, 3, 4]),
 )
 
 
@@ -183,6 +207,15 @@ def build(ev, d: Director | None = None) -> bytearray:
     elif odd == 2 and proto == 6:
         l4 = 20 if af == 4 else 40
         pkt[l4 + 12] = 0x30  # data offset 3
+        if af == 4:
+            set_ipv4_header_csum(pkt)
+    elif odd == 3 and af == 4:  # a sender that allows fragmentation: no DF
+        pkt[6] &= ~0x40
+        set_ipv4_header_csum(pkt)
+    elif odd == 3:
+        pkt = with_hop_by_hop(pkt)
+    elif odd == 4:
+        pkt[8 if af == 4 else 7] = 1
         if af == 4:
             set_ipv4_header_csum(pkt)
     return pkt
@@ -246,14 +279,29 @@ def snapshot(d: Director):
                            dest.inactconns, dest.persistconns, dest.flags, dest.conn_flags,
                            dest.stats.as_tuple()))
     return (conns, dests, d.total.as_tuple(), dict(d.drops),
-            [bytes(p) for p in d.outbox], [(i, bytes(f)) for i, f in d.l2_outbox])
+            [outbox_packet(p) for p in d.outbox], [(i, bytes(f)) for i, f in d.l2_outbox])
 
 
-def frames_block(pkts: list[bytearray]):
+def outbox_packet(item) -> bytes:
+    """An outbox item as the IP packet it carries; a tunnel packet the batch path made
+    as a ready Ethernet frame must be addressed as FakeRoutes says (the real server's
+    MAC, from the egress interface's) and carry the same packet as the stack would get."""
+    data = bytes(item)
+    if not (isinstance(item, BufRef) and item.ifindex):
+        return data
+    rs = data[14 + 16: 14 + 20]  # the outer destination
+    assert item.ifindex == 7
+    assert data[:14] == b"\x02\x00" + rs + b"\x02\0\0\0\0\x01" + b"\x08\x00"
+    return data[14:]
+
+
+def frames_block(pkts: list[bytearray], headroom: int = 0):
+    """The frames in one buffer, ``headroom`` free bytes before each."""
     frames = [bytes(6) + bytes(6) + ETHERTYPE[p[0] >> 4 if p else 4] + bytes(p)
               for p in pkts]
     offs, pos = [], 0
     for f in frames:
+        pos += headroom
         offs.append(pos)
         pos += (len(f) + 15) & ~15
     block = np.zeros(max(pos, 1) + 64, dtype=np.uint8)
@@ -264,16 +312,19 @@ def frames_block(pkts: list[bytearray]):
 
 
 def one_batch(slow: Director, fast: Director, fp: FastPath,
-              pkts: list[bytearray]) -> list[bytearray]:
+              pkts: list[bytearray], headroom: int = 0) -> list[bytearray]:
     slow_bufs = [bytearray(p) for p in pkts]
     want = slow.process(slow_bufs, stack_forwards=False)  # a fast port transmits itself
-    frames, block, offs, lens = frames_block(pkts)
-    got = fp.run(block, offs, lens)
+    frames, block, offs, lens = frames_block(pkts, headroom)
+    got = fp.run(block, offs, lens, headroom=headroom)
     assert list(got) == want
-    # a direct-routing frame the fast path queued is sent from where it sits: its bytes
-    # are compared as the l2_outbox entry they are (snapshot), not as a dropped frame
+    # a direct-routing frame (or tunnel frame, built in the headroom) the fast path
+    # queued is sent from where it sits: its bytes are compared as the outbox entry they
+    # are (snapshot), not as a dropped frame
     sent_in_place = {f.off for _i, f in fast.l2_outbox
                      if isinstance(f, BufRef) and f.buf is block}
+    sent_in_place |= {p.off + 20 for p in fast.outbox
+                      if isinstance(p, BufRef) and p.buf is block}
     for o, f, sb, v in zip(offs, frames, slow_bufs, want, strict=True):
         out = bytes(block[o + 14:o + len(f)])
         if v == DROP and o in sent_in_place:
@@ -295,8 +346,9 @@ def advance(slow: Director, fast: Director, seconds: float) -> None:
                                   st.sampled_from([0, 0.05, 1, 3, 30, 200]),
                                   st.lists(change, max_size=2)),
                         min_size=1, max_size=6),
-       secure=st.booleans(), sync=st.sampled_from([None, "3 50", "1 2", "0 1", "2 0"]))
-def test_fast_and_slow_paths_agree(batches, secure, sync):
+       secure=st.booleans(), sync=st.sampled_from([None, "3 50", "1 2", "0 1", "2 0"]),
+       headroom=st.sampled_from([0, 20, 256]))
+def test_fast_and_slow_paths_agree(batches, secure, sync, headroom):
     """Also with a sync master: the fast path's frames count for the sync rules (the
     in_pkts threshold), so both send the same records in the same order."""
     slow, fast = make_director(), make_director()
@@ -309,9 +361,13 @@ def test_fast_and_slow_paths_agree(batches, secure, sync):
             m = SyncMaster(SyncConfig("eth0"), d.sysctl, d.clock, 1)
             d.sync_observer = m.observe
             masters.append(m)
-    fp = FastPath(fast)
+    run_batches(slow, fast, FastPath(fast), batches, masters, headroom)
+
+
+def run_batches(slow: Director, fast: Director, fp: FastPath, batches, masters,
+                headroom: int) -> None:
     for events, seconds, changes in batches:
-        one_batch(slow, fast, fp, [build(ev, slow) for ev in events])
+        one_batch(slow, fast, fp, [build(ev, slow) for ev in events], headroom)
         advance(slow, fast, seconds)
         for ch in changes:
             apply_change([slow, fast], ch)
@@ -320,6 +376,28 @@ def test_fast_and_slow_paths_agree(batches, secure, sync):
             sent = [m.due(d.clock.now() + 2) for m, d in zip(masters, (slow, fast),
                                                              strict=True)]
             assert sent[0] == sent[1]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches=st.lists(st.tuples(st.lists(event, min_size=10, max_size=60),
+                                  st.sampled_from([0, 0, 0.05, 1, 30]),
+                                  st.lists(change, max_size=1)),
+                        min_size=1, max_size=4),
+       secure=st.booleans(), headroom=st.sampled_from([0, 20]))
+def test_fast_and_slow_paths_agree_on_established_flows(batches, secure, headroom):
+    """The same property where it matters most: every client port of every service (IPv4
+    and IPv6, all methods) has an established flow before the random batches, so most
+    of their packets are the batch path's (mixed IPv4/IPv6 batches, both directions)."""
+    slow, fast = make_director(), make_director()
+    for d in (slow, fast):
+        if secure:
+            d.sysctl.set("secure_tcp", "3")
+    fp = FastPath(fast)
+    one_batch(slow, fast, fp, [build(syn(s, c, p)) for s in range(len(SERVICES))
+                               for c in range(3) for p in range(40000, 40003)])
+    flows = established(slow)
+    one_batch(slow, fast, fp, [build(ev) for f in flows for ev in handshake_rest(*f)])
+    run_batches(slow, fast, fp, batches, [], headroom)
 
 
 def test_a_fast_reply_assures_the_template_before_the_next_sync_record():
@@ -331,7 +409,7 @@ def test_a_fast_reply_assures_the_template_before_the_next_sync_record():
                       ([("rep", 2, 1, 40002, 2, 2, b"\xedi#\x9e\xfb-\xc4\x90\x13R\x1fZ\x86\x80",
                         0, 0),
                         ("req", 2, 1, 40002, 0, 2, b"\xd6\xc73q\x81L\x0f", 0, 0)], 0, [])],
-          "secure": False, "sync": "2 0"}
+          "secure": False, "sync": "2 0", "headroom": 0}
     test_fast_and_slow_paths_agree.hypothesis.inner_test(**ex)
 
 
@@ -387,40 +465,48 @@ def test_every_change_between_batches_on_established_flows():
     for i, ch in enumerate(CHANGES):
         slow, fast = make_director(), make_director()
         fp = FastPath(fast)
+        hr = 20 * (i % 2)  # every other change: the port leaves room for IPIP frames
+        batch = partial(one_batch, slow, fast, fp, headroom=hr)
         syns = [syn(s, c, 41000 + i) for s in range(len(SERVICES)) for c in range(3)]
-        one_batch(slow, fast, fp, [build(ev) for ev in syns])
+        batch([build(ev) for ev in syns])
         flows = established(slow)
         assert len(flows) == 3 * len(SERVICES)
-        one_batch(slow, fast, fp, [build(ev) for f in flows for ev in handshake_rest(*f)])
+        batch([build(ev) for f in flows for ev in handshake_rest(*f)])
         data = [build(ev) for f in flows for ev in traffic(*f)]
         fast_before = fp.fast
-        one_batch(slow, fast, fp, data)
+        batch(data)
         # what this test covers really happens: the fast path takes the NAT flows, the
         # tunnels and direct routing send packets, IPv6 and templates are in the table
         # IPv4 NAT: 5 services, 1 mixed, every packet of a flow; IPv4 DR and TUN (the
-        # mixed service's one flow each, 3 DR flows, 3 UDP tunnel flows): the requests
-        assert fp.fast - fast_before == 4 * 3 * 5 + 4 + 2 * (1 + 1 + 3 + 3)
+        # mixed service's one flow each, 3 DR flows, 3 UDP tunnel flows): the requests;
+        # IPv6 NAT: 2 services and the mixed one's NAT flow, every packet; IPv6 DR and
+        # TUN: the mixed service's DR and TUN flows, 6 DR flows (TCP, UDP) and 3 UDP
+        # tunnel flows: the requests
+        assert fp.fast - fast_before == (4 * 3 * 5 + 4 + 2 * (1 + 1 + 3 + 3)
+                                         + 4 * 3 * 2 + 4 + 2 * (1 + 1 + 3 + 3 + 3))
         assert fast.outbox and fast.l2_outbox
         assert any(isinstance(f, BufRef) for _i, f in fast.l2_outbox)  # DR, batch path
         assert any(isinstance(p, BufRef) for p in fast.outbox)  # TUN, batch path
+        # ... as ready Ethernet frames exactly when the port leaves room for them
+        assert any(isinstance(p, BufRef) and p.ifindex for p in fast.outbox) == bool(hr)
         assert any(len(c.caddr) == 16 for c in fast.conntable.entries())
         assert sum(c.is_template for c in fast.conntable.entries()) >= 6
         apply_change([slow, fast], ch)
         assert snapshot(fast) == snapshot(slow), ch
-        one_batch(slow, fast, fp, [build(ev) for f in flows for ev in traffic(*f)])
+        batch([build(ev) for f in flows for ev in traffic(*f)])
         advance(slow, fast, 1)
-        one_batch(slow, fast, fp, [build(ev) for f in flows for ev in traffic(*f) * 2])
-        one_batch(slow, fast, fp, [build(syn(s, c, 42000 + i)) for s in range(len(SERVICES))
-                                   for c in range(3)])
+        batch([build(ev) for f in flows for ev in traffic(*f) * 2])
+        batch([build(syn(s, c, 42000 + i)) for s in range(len(SERVICES))
+               for c in range(3)])
         # both sides close (TIME_WAIT), then each client reuses its port: the SYN goes
         # the slow way and replaces the entry, the ACK and data behind it in the same
         # batch must see the new entry, not the one looked up before the SYN
         fins = [ev for s, c, p, r in flows for ev in (("req", s, c, p, 0, 0x11, b"", 1, 0),
                                                        ("rep", s, c, p, r, 0x11, b"", 1, 0))]
-        one_batch(slow, fast, fp, [build(ev) for ev in fins])
+        batch([build(ev) for ev in fins])
         again = [ev for s, c, p, r in flows
                  for ev in (syn(s, c, p), ("req", s, c, p, 0, 0x10, b"data" * 8, 1, 0))]
-        one_batch(slow, fast, fp, [build(ev) for ev in again])
+        batch([build(ev) for ev in again])
         advance(slow, fast, 200)
         assert snapshot(fast) == snapshot(slow), ch
 
@@ -576,3 +662,136 @@ def test_routed_packets_the_batch_path_cannot_serve_go_the_per_packet_way():
         d.tick()  # the queue for rs1 is flushed into l2_outbox
     assert snapshot(fast) == snapshot(slow)
     one_batch(slow, fast, fp, [build(ev) for f in flows for ev in traffic(*f)])
+
+
+# IPv6 on the batch path --------------------------------------------------------------
+def test_ipv6_header_bytes_pack_to_the_tables_keys():
+    """engine/fastpath6.packed_keys builds, from header bytes, the very integers the
+    table indexes (pack_key) and whose top bits are the reply's rs_key; the table finds a
+    NAT reply from such a key (out_get_key) as out_get does."""
+    d = make_director()
+    pkts = [build(("req", s, c, 40000 + c, 0, 0x02, b"", 1, 0))
+            for s, svc in enumerate(SERVICES) if svc.af == 6 for c in range(3)]
+    frames, block, offs, lens = frames_block(pkts)
+    h = block[offs[:, None] + np.arange(74)]
+    want = [pack_key(p[6], bytes(p[8:24]), struct.unpack_from("!H", p, 40)[0],
+                     bytes(p[24:40]), struct.unpack_from("!H", p, 42)[0]) for p in pkts]
+    assert packed_keys(h) == want
+    assert FastPath(d).run(block, offs, lens).tolist() == d.process(
+        [bytearray(p) for p in pkts])  # the SYNs made NAT entries (and DR ones)
+    for ev in [("rep", s, c, 40000 + c, None, 0x10, b"", 1, 0)
+               for s, svc in enumerate(SERVICES) for c in range(3)]:
+        p = parse(build(ev, d))
+        key = pack_key(p.proto, p.saddr, p.sport, p.daddr, p.dport)
+        assert source_rs_key(key) >> 16 & ((1 << (8 * len(p.saddr))) - 1) \
+            == int.from_bytes(p.saddr, "big")
+        assert d.conntable.out_get_key(key) is d.conntable.out_get(
+            p.proto, p.saddr, p.sport, p.daddr, p.dport)
+
+
+def test_ipv6_established_flows_take_the_batch_path_with_valid_checksums():
+    """IPv6 NAT (TCP, UDP, both directions) and direct routing on established flows:
+    the batch path serves them, the rewritten packets carry checksums that verify, the
+    request's hop limit is one less and the reply's unchanged (the port decrements a
+    forwarded reply's before, as ip_forward); a packet with an extension header, or
+    with hop limit 1, or an IPv6 UDP datagram with checksum 0 (invalid), is handled
+    as the per-packet path handles it."""
+    slow, fast = make_director(), make_director()
+    fp = FastPath(fast)
+    six = [s for s, svc in enumerate(SERVICES) if svc.af == 6]
+    one_batch(slow, fast, fp, [build(syn(s, c, 46000)) for s in six for c in range(3)])
+    flows = established(slow)
+    one_batch(slow, fast, fp, [build(ev) for f in flows for ev in handshake_rest(*f)])
+    fwd = {s: SERVICES[s].methods for s in six}
+    nat = [f for f in flows if fast.conntable.in_get(
+        SERVICES[f[0]].proto, CLIENT_ADDRS[6][f[1]], f[2], VIPS[6],
+        SERVICES[f[0]].vport).fwd == FWD_MASQ]
+    dr = [f for f in flows if f not in nat and fast.conntable.in_get(
+        SERVICES[f[0]].proto, CLIENT_ADDRS[6][f[1]], f[2], VIPS[6],
+        SERVICES[f[0]].vport).fwd == FWD_DROUTE]
+    assert len(nat) >= 6 and len(dr) >= 6, fwd
+    before_fast, before_slow = fp.fast, fp.slow
+    queued = len(fast.l2_outbox)
+    evs = [ev for f in nat + dr for ev in traffic(*f)]
+    pkts = [build(ev) for ev in evs]
+    outs = one_batch(slow, fast, fp, pkts)
+    # every NAT packet and every DR request (the DR flows' "replies" are no IPVS business)
+    assert fp.fast - before_fast == 4 * len(nat) + 2 * len(dr)
+    assert fp.slow - before_slow == 2 * len(dr)
+    # (one_batch checked that the batch path's bytes are these, the per-packet path's)
+    nat_flows = {f[:3] for f in nat}
+    for ev, pkt, out in zip(evs, pkts, outs, strict=True):
+        if ev[1:4] not in nat_flows:
+            continue
+        assert l4_checksum_ok(out, parse(out))
+        if ev[0] == "req":  # to the real server: destination rewritten, hop limit - 1
+            assert out[7] == pkt[7] - 1 and out[24:40] in RS_ADDRS[6]
+        else:  # to the client: from the VIP
+            assert out[7] == pkt[7] and out[8:24] == VIPS[6]
+    routed = [bytes(f) for _i, f in fast.l2_outbox[queued:] if isinstance(f, BufRef)]
+    assert len(routed) == 2 * len(dr)
+    assert all(f[12:14] == b"\x86\xdd" and f[14 + 7] == 63 for f in routed)
+    # the odd ones: per packet, in order with fast ones around them
+    odd = []
+    for s, c, p, r in nat:
+        odd += [("req", s, c, p, 0, 0x10, b"data" * 8, 1, 3),  # hop-by-hop header
+                ("req", s, c, p, 0, 0x10, b"data" * 8, 1, 4),  # hop limit 1
+                ("req", s, c, p, 0, 0x10, b"data" * 8, 0, 0),  # UDP: checksum 0
+                ("rep", s, c, p, r, 0x10, b"answer" * 6, 1, 0)]
+    before_fast, before_slow = fp.fast, fp.slow
+    one_batch(slow, fast, fp, [build(ev) for ev in odd])
+    udp = sum(SERVICES[s].proto == 17 for s, _c, _p, _r in nat)
+    assert fp.slow - before_slow == 2 * len(nat)
+    assert fp.fast - before_fast == 2 * len(nat)  # zero-checksum UDP: as the slow path
+    assert udp and slow.drops["ttl-exceeded"] == len(nat)
+
+
+class NoSource6Routes(FakeRoutes):
+    """IPv6 routes without a preferred source address (an IPv6 tunnel cannot be sent)."""
+
+    def route(self, addr):
+        r = super().route(addr)
+        if len(addr) == 16:
+            r.src = None
+        return r
+
+
+def test_ipv6_tunnel_packets_the_batch_path_cannot_serve_go_the_per_packet_way():
+    """IPv6 in IPv6 (ip_vs_tunnel_xmit_v6) on the batch path only when the outer header is
+    all there is to do: a packet larger than the path MTU left after the outer header
+    (ICMPv6 packet too big to the client), a path MTU below 1280 + 40, a route without a
+    source address, GRE: Tunnel.ready_plan says no, Director.handle does it, and both
+    paths end with the same bytes, entries, counters and outboxes."""
+    tun6 = next(s for s, svc in enumerate(SERVICES)
+                if svc.af == 6 and svc.methods == ["-i", "-i"])
+    for case in ("big", "small-pmtu", "no-source", "gre"):
+        slow, fast = make_director(), make_director()
+        for d in (slow, fast):
+            if case == "no-source":
+                d.ctx.routes = NoSource6Routes()
+            if case == "gre":
+                for r in (0, 1):
+                    rc, _o, err = ipvsadm.run(["-e", "-u", SERVICES[tun6].addr, "-r",
+                                               SERVICES[tun6].rs(r), "-i", "--tun-type",
+                                               "gre"], "", d)
+                    assert rc == 0, err
+        fp = FastPath(fast)
+        one_batch(slow, fast, fp, [build(syn(tun6, c, 47000)) for c in range(3)])
+        flows = established(slow)
+        assert len(flows) == 3
+        for d in (slow, fast):
+            for rs in RS_ADDRS[6]:
+                if case == "big":
+                    d.ctx.pmtu.learn(rs, 1400, d.clock.now())  # 1360 bytes inside
+                elif case == "small-pmtu":
+                    d.ctx.pmtu.learn(rs, 1300, d.clock.now())  # 1260 < 1280 inside
+        before = fp.fast
+        small, big = b"more" * 3, b"x" * 1320  # 60 and 1368 bytes as IPv6 UDP
+        one_batch(slow, fast, fp, [build(("req", s, c, p, 0, 0x10, payload, 1, 0))
+                                   for s, c, p, _r in flows for payload in (small, big)])
+        assert fp.fast - before == (len(flows) if case == "big" else 0), case
+        assert fast.drops == slow.drops
+        want = {"big": "frag-needed", "small-pmtu": "tun-mtu-too-small",
+                "no-source": "no-source-address"}.get(case)
+        if want is not None:
+            assert slow.drops[want], (case, dict(slow.drops))

@@ -15,8 +15,10 @@ or the AF_XDP UMEM) and a ``send`` function for frames ready to go out.  For eac
      and go out through ``send``; ACCEPT frames, and frames whose neighbour is not
      resolved yet, go to the kernel through the raw IP socket (which resolves it);
      direct-routing frames the fast path queued in the director's l2_outbox go out
-     through ``send`` from the block too (counted ``routed``), the tunnel packets it
-     built to the stack with sendmmsg on a raw IP socket (counted ``tunneled``).
+     through ``send`` from the block too (counted ``routed``), so do the IPIP frames
+     it built in the block's headroom (``tunneled-l2``); the tunnel packets it built
+     in a buffer of their own go to the stack with sendmmsg on a raw IP socket
+     (``tunneled``).
 Batches of up to SMALL_BATCH frames take ``run_small``: the same steps one frame at a
 time, since numpy's fixed cost would make a single frame wait ~200 us
 (tests/test_port_small_batch.py proves both ways agree).
@@ -50,8 +52,8 @@ SMALL_BATCH = 8  # up to this many frames: one at a time (run_small)
 _TCP, _UDP = 6, 17
 _DADDR = np.arange(16, 20, dtype=np.int64)  # an IPv4 packet's destination, and its weights
 _SHIFTS = np.array([24, 16, 8, 0], dtype=np.int64)
-COUNTERS = ("frames", "mine", "forward", "routed", "tunneled", "to-kernel", "truncated",
-            "bad-ip-checksum")
+COUNTERS = ("frames", "mine", "forward", "routed", "tunneled", "tunneled-l2", "to-kernel",
+            "truncated", "bad-ip-checksum")
 
 Send = Callable[[int, np.ndarray, np.ndarray, np.ndarray], None]
 
@@ -137,9 +139,10 @@ class BatchPipeline:
         self.tx.send(base + offs.astype(np.uint64), lens.astype(np.uint64), names)
 
     def run(self, buf: np.ndarray, base: int, offs: np.ndarray, snaps: np.ndarray,
-               wire: np.ndarray, status: np.ndarray) -> int:
+            wire: np.ndarray, status: np.ndarray, headroom: int = 0) -> int:
         """Classify, fast-path and transmit one batch of frames that sit in ``buf``
-        (absolute address ``base``) at ``offs``; returns how many were pyvs's."""
+        (absolute address ``base``) at ``offs``; returns how many were pyvs's.
+        ``headroom``: bytes before every frame that are free to overwrite."""
         if len(offs) <= self.small_batch:
             return self.run_small(buf, base, offs, snaps, wire, status)
         d = self.director
@@ -192,38 +195,59 @@ class BatchPipeline:
             for j in partial[~done]:  # IPv6 extension headers, odd lengths: one by one
                 self._complete_checksum(buf, int(o[j]), int(snaps[sel[j]]))
         lens = snaps[sel]
-        verdicts = self.fast.run(buf, o, lens)
+        verdicts = self.fast.run(buf, o, lens, headroom=headroom)
         self._transmit(buf, base, o, lens, verdicts, ethertype[sel])
         if d.l2_outbox:
             self._send_routed(buf, base)
         if d.outbox:
-            self._send_tunneled()
+            self._send_tunneled(buf, base)
         if d.outbox or d.l2_outbox:
             self.raw.flush(d)
         return len(sel)
 
-    def _send_tunneled(self) -> None:
-        """The director's outbox in order: runs of tunnel packets the fast path built
-        (engine/bufref.py) go to the stack many per sendmmsg on a raw IPv4 socket, as
-        engine/io/raw.py sends one; anything else through the raw socket between them."""
+    def _send_tunneled(self, buf: np.ndarray, base: int) -> None:
+        """The director's outbox in order.  Runs of tunnel packets the fast path built
+        (engine/bufref.py): ready Ethernet frames in this batch's buffer go out with
+        ``send`` (counted ``tunneled-l2``), outer IPv4 packets to the stack many per
+        sendmmsg on a raw IPv4 socket, as engine/io/raw.py sends one (``tunneled``);
+        anything else -- outer IPv6 packets it built too (``tunneled``) -- through the
+        raw socket between them, so a flow keeps its order."""
         d = self.director
-        tx = self.raw_tx
-        if tx is None:
-            tx = self.raw_tx = RawMmsg()
-        run: list[BufRef] = []  # consecutive references into one buffer
-        failed = 0
+        if self.raw_tx is None:
+            self.raw_tx = RawMmsg()
+        run: list[BufRef] = []  # consecutive IP packets in one buffer ...
+        l2_offs: list[int] = []  # ... or consecutive frames in this batch's buffer
+        l2_lens: list[int] = []
+        l2_names: list[int] = []
+        failed = sent_l2 = 0
         for packet in d.outbox:
-            if isinstance(packet, BufRef):
+            if isinstance(packet, BufRef) and packet.ifindex and packet.buf is buf:
+                if run:
+                    failed += self._send_raw_run(run)
+                l2_offs.append(packet.off)
+                l2_lens.append(packet.length)
+                l2_names.append(self.tx.name_addr(packet.ifindex, ETH_P_IP))
+                continue
+            if l2_offs:
+                sent_l2 += self._send_run(base, l2_offs, l2_lens, l2_names)
+            built = isinstance(packet, BufRef) and not packet.ifindex
+            if built and packet.buf[packet.off] >> 4 == 4:  # IPIP: a sendmmsg run
                 if run and packet.buf is not run[0].buf:
                     failed += self._send_raw_run(run)
                 run.append(packet)
                 continue
             if run:
                 failed += self._send_raw_run(run)
-            failed += not self.raw.send(packet)
+            sent = self.raw.send(as_bytes(packet))
+            if built:  # IPv6 in IPv6 the fast path built: one by one
+                self.counters["tunneled"] += sent
+            failed += not sent
         if run:
             failed += self._send_raw_run(run)
+        if l2_offs:
+            sent_l2 += self._send_run(base, l2_offs, l2_lens, l2_names)
         d.outbox.clear()
+        self.counters["tunneled-l2"] += sent_l2
         if failed:
             d.drops["send-error"] += failed
 
@@ -264,7 +288,8 @@ class BatchPipeline:
             if isinstance(frame, BufRef) and frame.buf is buf:
                 run_offs.append(frame.off)
                 run_lens.append(frame.length)
-                run_names.append(tx.name_addr(frame.ifindex, ETH_P_IP))
+                et = ETH_P_IPV6 if buf[frame.off + 12] == 0x86 else ETH_P_IP  # DR: either
+                run_names.append(tx.name_addr(frame.ifindex, et))
                 continue
             if run_offs:
                 sent += self._send_run(base, run_offs, run_lens, run_names)

@@ -1,5 +1,6 @@
 """What the fast ports need to know about the director's interfaces: MTU, which
-interfaces hold addresses, and turning segmentation/receive offloads off."""
+interfaces hold addresses, receive queues, and turning segmentation/receive offloads
+off."""
 
 from __future__ import annotations
 
@@ -35,6 +36,30 @@ def director_interfaces() -> list[str]:
 
 
 SIOCETHTOOL = 0x8946
+ETHTOOL_GCHANNELS = 0x3C
+
+
+def rx_queues(ifname: str) -> int:
+    """The receive queues in use on ``ifname`` (``ethtool -l``: rx or combined channels,
+    the device's real_num_rx_queues for veth); a device without channels (a bridge):
+    its configured queues (``numrxqueues``, IFLA_NUM_RX_QUEUES)."""
+    val = ctypes.create_string_buffer(struct.pack("<9I", ETHTOOL_GCHANNELS, *([0] * 8)), 36)
+    ifr = struct.pack("16sP", ifname.encode(), ctypes.addressof(val))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifr)
+            ch = struct.unpack("<9I", val.raw)
+            if max(ch[5], ch[8]):
+                return max(ch[5], ch[8])
+        except OSError:
+            pass
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        link = ipr.get_links(socket.if_nametoindex(ifname))[0]
+        return int(link.get_attr("IFLA_NUM_RX_QUEUES") or 1)
+
+
 _ETHTOOL_SET = {"tx": 0x17, "sg": 0x19, "tso": 0x1F, "gso": 0x24, "gro": 0x2C}
 
 

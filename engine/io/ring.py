@@ -110,14 +110,14 @@ class RingPort(Port):
         return done
 
     def _block(self, ring: RxRing) -> int:
-        _b, offs, snaps, wire, status = ring.frames()
+        headroom, offs, snaps, wire, status = ring.frames()
         over = wire > ring.max_frame
         if over.any():  # a local sender's segmentation-offload super-frame
             self.counters["oversize"] += int(over.sum())
             self.oversize_on.add(ring.ifname)
             keep = ~over
             offs, snaps, wire, status = offs[keep], snaps[keep], wire[keep], status[keep]
-        return self.pipeline.run(ring.arr, ring.base, offs, snaps, wire, status)
+        return self.pipeline.run(ring.arr, ring.base, offs, snaps, wire, status, headroom)
 
     def tick(self) -> None:
         """Every daemon tick: next-hop expiry, and any ring holding frames is served even

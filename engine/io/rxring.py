@@ -16,6 +16,7 @@ import struct
 
 import numpy as np
 
+from pyvs.engine.io import owner
 from pyvs.engine.io.netdev import interface_mtu
 
 SOL_PACKET = 263
@@ -28,8 +29,6 @@ TPACKET_V3 = 2
 PACKET_FANOUT_HASH = 0
 PACKET_FANOUT_CBPF = 6
 PACKET_FANOUT_DATA = 22
-SKF_AD_PROTOCOL = -0x1000
-SKF_NET_OFF = -0x100000
 PACKET_FANOUT_FLAG_DEFRAG = 0x8000
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
@@ -41,6 +40,7 @@ TP_STATUS_CSUMNOTREADY = 8
 BLOCK_SIZE = 1 << 16  # 64 KiB: ~330 small frames per batch
 BLOCK_NR = 64
 FRAME_SIZE = 2048
+TPACKET3_HDR = 48  # sizeof(struct tpacket3_hdr)
 RETIRE_TOV_MS = 1  # a partly filled block is handed over after this long (min 1 ms)
 MAX_BEHIND = 32  # more blocks than this waiting (of BLOCK_NR): shed the oldest
 
@@ -97,28 +97,13 @@ class RxRing:
         return self.sock.fileno()
 
     def set_fanout_program(self, vips: list[int]) -> None:
-        """Steer by the client's end of the connection, which NAT never rewrites:
-        (saddr, sport) of IPv4 packets to a VIP, (daddr, dport) of everything else
-        (replies from real servers to the client).  The kernel's own flow hash
-        (PACKET_FANOUT_HASH) would send a NAT connection's two directions to
-        different workers.  IPv6 goes to worker 0.  The kernel takes the result
-        modulo the number of workers."""
-        ins = [(0x20, 0, 0, SKF_AD_PROTOCOL),  # ld skb->protocol
-               (0x15, 1, 0, 0x0800),  # jeq IPv4
-               (0x06, 0, 0, 0),  # ret 0
-               (0x20, 0, 0, SKF_NET_OFF + 16)]  # ld daddr
-        n = len(vips)
-        for j, v in enumerate(vips):
-            ins.append((0x15, n - 1 - j + 6, 0, v))  # daddr == VIP: the SRC block
-        for port_off, addr_off in ((2, 16), (0, 12)):  # DST block, then SRC block
-            ins += [(0xB1, 0, 0, SKF_NET_OFF),  # ldx 4*([0]&0xf)
-                    (0x48, 0, 0, SKF_NET_OFF + port_off),  # ldh [x + port]
-                    (0x07, 0, 0, 0),  # tax
-                    (0x20, 0, 0, SKF_NET_OFF + addr_off),  # ld addr
-                    (0xAC, 0, 0, 0),  # xor x
-                    (0x16, 0, 0, 0)]  # ret a
-        prog = b"".join(struct.pack("<HBBI", c, jt, jf, k & 0xFFFFFFFF)
-                        for c, jt, jf, k in ins)
+        """Steer by the client's end of the connection, which NAT never rewrites
+        (engine/io/owner.py: the one definition of a frame's worker, which the XDP
+        port's hand-off uses too).  The kernel's own flow hash (PACKET_FANOUT_HASH)
+        would send a NAT connection's two directions to different workers.  The kernel
+        takes the result modulo the number of workers (fanout_demux_bpf)."""
+        ins = owner.fanout_program(vips)
+        prog = owner.pack_program(ins)
         self._prog = ctypes.create_string_buffer(prog, len(prog))
         fprog = struct.pack("<HxxxxxxQ", len(ins), ctypes.addressof(self._prog))
         self.sock.setsockopt(SOL_PACKET, PACKET_FANOUT_DATA, fprog)
@@ -165,8 +150,10 @@ class RxRing:
         return n
 
     def frames(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The current block: (block offset, frame offsets, captured lengths, wire
-        lengths, status words); offsets are absolute in the ring (the Ethernet header)."""
+        """The current block: (headroom, frame offsets, captured lengths, wire lengths,
+        status words); offsets are absolute in the ring (the Ethernet header).  The
+        headroom is how many bytes before every Ethernet header are free to overwrite once
+        the block is walked: the sockaddr_ll and padding after struct tpacket3_hdr."""
         b = self.cur * self.block_size
         m32 = self._m32
         num = m32[(b + 12) >> 2]
@@ -188,7 +175,7 @@ class RxRing:
         lens = a32[w + 4].astype(np.int64)
         stats = a32[w + 5].astype(np.int64)
         mac = self._a16[(o >> 1) + 12].astype(np.int64)  # tp_mac (u16 at +24)
-        return b, o + mac, snaps, lens, stats
+        return (int(mac.min()) - TPACKET3_HDR if len(mac) else 0), o + mac, snaps, lens, stats
 
     def release(self) -> int:
         """Give the current block back to the kernel; returns its frame count."""

@@ -35,6 +35,7 @@ PROGRAM_NAME = "pyvs"  # how a left-over program is recognised (detach_stale)
 
 KEY = struct.Struct("<BBHBxxx16s")  # kind, protocol, port (network order), family, address
 KIND_VIP, KIND_REAL = 1, 2
+MAX_QUEUES = 64  # entries of an interface's xsks map: receive queues 0..63
 
 
 def target_key(kind: int, protocol: int, addr: bytes, port: int) -> bytes:
@@ -296,7 +297,9 @@ class SegmentationGuard(XdpAttachments):
 class Steering(XdpAttachments):
     """The XDP program on every director interface, and its maps.  One ``targets`` map
     is shared; each interface has its own program and ``xsks`` map (AF_XDP sockets are
-    indexed by receive queue, and every interface has a queue 0).  ``sync`` makes the
+    indexed by receive queue, and every interface has a queue 0).  With ``--workers``
+    the maps and programs are made before the fork: each worker puts its own queues'
+    sockets into the maps, process 0 attaches and syncs the targets.  ``sync`` makes the
     targets match the services; ``close`` detaches the programs everywhere."""
 
     def __init__(self, interfaces: list[str], max_targets: int = 65536) -> None:
@@ -309,7 +312,7 @@ class Steering(XdpAttachments):
         self.keys: set[bytes] = set()
         try:
             for name in self.interfaces:
-                self.xsks[name] = m = bpf.Map(bpf.MAP_XSKMAP, 4, 4, 64)
+                self.xsks[name] = m = bpf.Map(bpf.MAP_XSKMAP, 4, 4, MAX_QUEUES)
                 self.progs[name] = bpf.load_program(
                     bpf.PROG_XDP, steer_program(self.targets.fd, m.fd), PROGRAM_NAME)
         except BaseException:
@@ -329,7 +332,10 @@ class Steering(XdpAttachments):
                 self.mode = self._attach(ipr, idx, self.progs[name], name)
 
     def add_socket(self, xsk: XskSocket) -> None:
-        self.xsks[xsk.ifname].update(struct.pack("<I", 0), struct.pack("<I", xsk.fileno()))
+        """The program redirects frames of ``xsk``'s receive queue to it (the map is
+        indexed by ctx->rx_queue_index; a queue without a socket passes to the kernel)."""
+        self.xsks[xsk.ifname].update(struct.pack("<I", xsk.queue),
+                                     struct.pack("<I", xsk.fileno()))
 
     def sync(self, targets: set[bytes]) -> None:
         for k in targets - self.keys:

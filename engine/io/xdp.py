@@ -15,6 +15,13 @@ the kernel must handle), different I/O (engine/io/xsk.py, engine/io/steer.py):
     ring full (``rx_dropped`` / ``rx_ring_full`` in the status), before the frame
     costs anything on the forwarder's core, so the forwarder never livelocks.
 
+With ``--workers N`` (engine/workers.py) every worker process has its own UMEM and
+an AF_XDP socket on each receive queue q with q % N == its index, on every director
+interface (``XdpWorkers``: fewer queues than workers is refused); the XDP program,
+shared by all, redirects a frame to its queue's socket.  A frame whose owner
+(engine/io/owner.py) is another worker is copied to it (engine/io/handoff.py) and
+served and sent there, so each connection lives in exactly one worker's table.
+
 No nftables table is needed (the XDP program is the filter, its targets generated from
 engine/takes.py); what a fast port does not take -- fwmark traffic, ICMP errors, FTP
 data, IPv6 with extension headers -- stays on NFQUEUE as in ring mode.  Frames
@@ -25,18 +32,21 @@ kernel passes).
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 import numpy as np
 
 from pyvs.engine.csum import csum_fold
-from pyvs.engine.io import steer, xsk
+from pyvs.engine.io import owner, steer, xsk
 from pyvs.engine.io.batch import SMALL_BATCH, BatchPipeline
-from pyvs.engine.io.netdev import director_interfaces, interface_mtu, set_offloads
+from pyvs.engine.io.handoff import C_RECEIVED, Handoff, Inbox
+from pyvs.engine.io.netdev import director_interfaces, interface_mtu, rx_queues, set_offloads
 from pyvs.engine.io.port import Port, PortContext
 from pyvs.engine.io.rxring import TP_STATUS_CSUMNOTREADY
 from pyvs.engine.takes import Takes
 
 _CHUNK_SHIFT = np.uint64(xsk.FRAME.bit_length() - 1)
+_IN_CHUNK = np.uint64(xsk.FRAME - 1)
 BATCH = 512  # frames per batch (numpy pays off from ~32 frames, best in the hundreds)
 _TCP, _UDP = 6, 17
 _COLS = np.arange(58, dtype=np.int64)  # Ethernet + IPv6 + ports
@@ -93,15 +103,51 @@ def partial_checksum(frame) -> bool:
     return ((frame[at] << 8) | frame[at + 1]) == s
 
 
+@dataclass
+class XdpWorkers:
+    """What the XDP workers share, made by process 0 before the fork: the interfaces'
+    receive queue counts, the XDP programs and maps, the hand-off rings."""
+
+    count: int
+    queues: dict[str, int]
+    steering: steer.Steering
+    handoff: Handoff
+
+    @classmethod
+    def make(cls, interfaces: list[str], count: int) -> XdpWorkers:
+        queues = {name: rx_queues(name) for name in interfaces}
+        for name, n in queues.items():
+            if n < count:
+                raise xsk.XdpError(22, f"--io xdp --workers {count}: {name} has {n} receive "
+                                   f"queue{'s' if n != 1 else ''}; each worker needs one "
+                                   f"(more queues: ethtool -L, or numrxqueues for a veth "
+                                   f"or bridge), or run fewer workers")
+            if n > steer.MAX_QUEUES:
+                raise xsk.XdpError(22, f"--io xdp: {name} has {n} receive queues, the XDP "
+                                   f"socket map holds {steer.MAX_QUEUES}")
+        steering = steer.Steering(interfaces)
+        return cls(count, queues, steering, Handoff(count))
+
+    def queues_of(self, name: str, index: int) -> list[int]:
+        """Worker ``index`` serves queue q of ``name`` when q % count == index."""
+        return [q for q in range(self.queues[name]) if q % self.count == index]
+
+
 class XdpPort(Port):
     """AF_XDP sockets on every director interface, one UMEM, the batch pipeline."""
 
     name = "xdp"
 
-    def __init__(self, director, interfaces: list[str], raw) -> None:
+    def __init__(self, director, interfaces: list[str], raw,
+                 workers: XdpWorkers | None = None, index: int = 0) -> None:
         self.rings: list[xsk.XskSocket] = []
         self.steering: steer.Steering | None = None
         self.umem: xsk.Umem | None = None
+        self.workers = workers
+        self.index = index
+        self.inbox: Inbox | None = None
+        self.vips = np.zeros(0, dtype=np.int64)  # the owner function's virtual addresses
+        self.vip_set: frozenset[int] = frozenset()
         self.pipeline = BatchPipeline(director, raw, send=self._send)
         self.counters = {"tx-full": 0}
         self._inflight: list[np.ndarray] = []
@@ -113,13 +159,15 @@ class XdpPort(Port):
 
     @classmethod
     def open(cls, ctx: PortContext) -> XdpPort:
-        if ctx.fanout_group is not None:
-            raise xsk.XdpError(95, "--io xdp runs one worker (use --io ring for --workers)")
+        workers = ctx.options.get("xdp-workers")
+        if ctx.fanout_group is not None and workers is None:
+            raise xsk.XdpError(95, "--io xdp with workers needs the workers' shared state "
+                               "(engine/workers.py)")
         interfaces = ctx.interfaces or director_interfaces()
         if not interfaces:
             raise RuntimeError("--io xdp: no interface with an address in this namespace")
         ctx.interfaces = interfaces
-        return cls(ctx.director, interfaces, ctx.raw)
+        return cls(ctx.director, interfaces, ctx.raw, workers)
 
     @staticmethod
     def clear_stale() -> list[str]:
@@ -133,62 +181,122 @@ class XdpPort(Port):
                     90, f"--io xdp: {name} has MTU {mtu}, but an AF_XDP frame holds at most "
                     f"{xsk.MAX_FRAME - 14} bytes of IP; lower the MTU or use --io ring")
         self.umem = xsk.Umem()
-        self.steering = steer.Steering(interfaces)
+        w = self.workers
+        steering = steer.Steering(interfaces) if w is None else w.steering
+        if self.index == 0:  # process 0 attaches, syncs the targets and detaches
+            self.steering = steering
         first = None
         for name in interfaces:
             set_offloads(name, False, ("gro",))  # no GRO super-frames: a chunk holds one MTU
-            sock = xsk.XskSocket(name, self.umem, first)
-            first = first or sock
-            self.rings.append(sock)
-            self.steering.add_socket(sock)
-        self.by_ifindex = {s.ifindex: s for s in self.rings}
+            for q in [0] if w is None else w.queues_of(name, self.index):
+                sock = xsk.XskSocket(name, self.umem, first, q)
+                first = first or sock
+                self.rings.append(sock)
+                steering.add_socket(sock)
+        self.by_ifindex: dict[int, xsk.XskSocket] = {}
+        for sock in self.rings:  # transmit: the worker's first queue of the interface
+            self.by_ifindex.setdefault(sock.ifindex, sock)
         self._busy = np.zeros(self.umem.frames, dtype=bool)  # scratch: chunks being sent
-        self.steering.attach()
+        if w is not None:
+            self.inbox = w.handoff.inbox(self.index)
+        if self.steering is not None:
+            self.steering.attach()
 
-    def readers(self) -> list[xsk.XskSocket]:
-        return list(self.rings)
+    def readers(self) -> list:
+        return list(self.rings) + ([self.inbox] if self.inbox is not None else [])
 
     def update(self, services: list) -> None:
         self.pipeline.update(services)
-        self.steering.sync(steer.targets(Takes.of(services)))
+        vips = {int.from_bytes(s.addr, "big") for s in services
+                if not s.fwmark and len(s.addr) == 4}
+        self.vip_set = frozenset(vips)
+        self.vips = np.array(sorted(vips), dtype=np.int64)
+        if self.steering is not None:
+            self.steering.sync(steer.targets(Takes.of(services)))
 
     # ------------------------------------------------------------------------------------
-    def serve(self, sock: xsk.XskSocket, max_blocks: int = 1) -> int:
-        """Process one batch of one socket; returns frames handled.  One batch per call:
-        the daemon's loop then takes the other sockets in turn, so replies arriving on
-        one interface never wait behind a stream of batches on another (16 batches per
-        call made a probe's round trip at half load ~12 ms; one makes it ~1 ms)."""
+    def serve(self, reader, max_blocks: int = 1) -> int:
+        """Process one batch of one socket (or of the hand-off inbox); returns frames
+        handled.  One batch per call: the daemon's loop then takes the other sockets in
+        turn, so replies arriving on one interface never wait behind a stream of batches
+        on another (16 batches per call made a probe's round trip at half load ~12 ms;
+        one makes it ~1 ms)."""
+        if reader is self.inbox:
+            offs, lens = self.inbox.receive(self.umem.arr, self._take_chunks, BATCH)
+            return self._run(offs.astype(np.uint64), lens)
         done = 0
-        umem = self.umem
         for _ in range(max_blocks):
-            addrs, lens = sock.receive(BATCH)
+            addrs, lens = reader.receive(BATCH)
             if len(addrs) == 0:
                 break
+            if self.workers is not None:
+                addrs, lens = self._hand_off(addrs, lens)
+            done += self._run(addrs, lens)
+        return done
+
+    def _take_chunks(self, n: int) -> np.ndarray:
+        """Free chunks for handed-in frames, each frame placed as the kernel places a
+        received one (after XDP_PACKET_HEADROOM, which the tunnel path builds into)."""
+        return self.umem.take(n).astype(np.int64) + xsk.HEADROOM  # a copy of the free list
+
+    def _hand_off(self, addrs: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Copy the frames another worker owns to it; returns the ones this worker owns."""
+        w, me, umem = self.workers, self.index, self.umem
+        w.handoff.counters[me][C_RECEIVED] += len(addrs)
+        offs = addrs.astype(np.int64)
+        if len(offs) <= SMALL_BATCH:  # numpy's fixed cost would dominate
+            arr = umem.arr
+            own = np.array([owner.owner(arr[o:o + min(ln, 96)].tobytes(), self.vip_set, w.count)
+                            for o, ln in zip(offs.tolist(), lens.tolist(), strict=True)],
+                           dtype=np.int64)
+        else:
+            own = owner.owners(umem.arr, offs, lens, self.vips, w.count)
+        mine = own == me
+        if mine.all():
+            return addrs, lens
+        theirs = ~mine
+        for to in np.unique(own[theirs]).tolist():
+            sel = own == to
+            w.handoff.send(me, to, umem.arr, offs[sel], lens[sel])
+        umem.give(addrs[theirs])  # copied (or lost to a full ring): the chunks are free
+        return addrs[mine], lens[mine]
+
+    def _run(self, addrs: np.ndarray, lens: np.ndarray) -> int:
+        """The batch pipeline over frames in UMEM chunks (``addrs``); every chunk not
+        left on a TX ring goes back to the free list."""
+        umem = self.umem
+        done = 0
+        try:
+            if len(addrs) == 0:
+                return 0
             offs = addrs.astype(np.int64)
             self._inflight = []
-            try:
-                if len(offs) <= SMALL_BATCH:
-                    arr = umem.arr
-                    status = np.array([TP_STATUS_CSUMNOTREADY if partial_checksum(
-                        arr[o: o + min(ln, 96)].tobytes()) else 0
-                        for o, ln in zip(offs.tolist(), lens.tolist(), strict=True)],
-                        dtype=np.int64)
-                else:
-                    status = np.where(partial_checksums(umem.arr, offs, lens),
-                                      TP_STATUS_CSUMNOTREADY, 0)
-                done += self.pipeline.run(umem.arr, umem.base, offs, lens, lens, status)
-            finally:
-                if self._inflight:  # chunks on a TX ring come back by completion
-                    sent = np.concatenate(self._inflight) >> _CHUNK_SHIFT
-                    busy = self._busy
-                    busy[sent] = True
-                    umem.give(addrs[~busy[addrs >> _CHUNK_SHIFT]])
-                    busy[sent] = False
-                else:
-                    umem.give(addrs)
-                for s in self.rings:
-                    s.complete()
-                    s.refill()
+            if len(offs) <= SMALL_BATCH:
+                arr = umem.arr
+                status = np.array([TP_STATUS_CSUMNOTREADY if partial_checksum(
+                    arr[o: o + min(ln, 96)].tobytes()) else 0
+                    for o, ln in zip(offs.tolist(), lens.tolist(), strict=True)],
+                    dtype=np.int64)
+            else:
+                status = np.where(partial_checksums(umem.arr, offs, lens),
+                                  TP_STATUS_CSUMNOTREADY, 0)
+            # the chunk's bytes before each frame (XDP_PACKET_HEADROOM) are free
+            headroom = int((addrs & _IN_CHUNK).min())
+            done = self.pipeline.run(umem.arr, umem.base, offs, lens, lens, status,
+                                     headroom)
+        finally:
+            if self._inflight:  # chunks on a TX ring come back by completion
+                sent = np.concatenate(self._inflight) >> _CHUNK_SHIFT
+                busy = self._busy
+                busy[sent] = True
+                umem.give(addrs[~busy[addrs >> _CHUNK_SHIFT]])
+                busy[sent] = False
+                self._inflight = []
+            else:
+                umem.give(addrs)
+            for s in self.rings:
+                s.complete()
+                s.refill()
         return done
 
     def _send(self, base: int, offs: np.ndarray, lens: np.ndarray, names: np.ndarray) -> None:
@@ -219,6 +327,10 @@ class XdpPort(Port):
     def status(self) -> dict:
         out = {**self.pipeline.counters, **self.counters, **self.pipeline.status()}
         out["tx-sent"] = sum(s.sent for s in self.rings) + self.pipeline.tx.sent
+        if self.workers is not None:
+            out["worker"] = self.index
+            out["queues"] = {s.ifname: [r.queue for r in self.rings if r.ifname == s.ifname]
+                             for s in self.rings}
         out.update({"mode": self.steering.mode if self.steering else None,
                     "umem-free": self.umem.nfree if self.umem else 0,
                     "sockets": {s.ifname: s.stats() for s in self.rings}})
@@ -239,4 +351,4 @@ class XdpPort(Port):
             self.umem = None
 
 
-__all__ = ["XdpPort", "partial_checksums"]
+__all__ = ["XdpPort", "XdpWorkers", "partial_checksums"]

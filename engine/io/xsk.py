@@ -10,10 +10,11 @@ there, cheaply, instead of in a receive livelock on its own core.
 Pieces (names follow Documentation/networking/af_xdp.rst):
   * ``Umem``: one anonymous mapping of FRAME-sized chunks shared by every socket of
     the process, with a free list of chunk addresses;
-  * ``XskSocket``: one AF_XDP socket per director interface (queue 0), each with its
-    own fill / completion rings (shared UMEM across devices, Linux >= 5.10) and
-    RX / TX rings -- a frame received on one interface is sent from the same chunk
-    on another, never copied in user space.
+  * ``XskSocket``: one AF_XDP socket per director interface and receive queue (queue
+    0; with ``--workers``, each worker's queues), each with its own fill / completion
+    rings (shared UMEM across devices and queues, Linux >= 5.10) and RX / TX rings --
+    a frame received on one interface is sent from the same chunk on another, never
+    copied in user space.
 Which frames reach the sockets is decided by the XDP program of engine/io/steer.py.
 """
 
@@ -38,7 +39,8 @@ PGOFF_RX, PGOFF_TX = 0, 0x80000000
 PGOFF_FILL, PGOFF_COMP = 0x100000000, 0x180000000
 
 FRAME = 2048
-MAX_FRAME = FRAME - 256  # copy mode puts a frame XDP_PACKET_HEADROOM into its chunk
+HEADROOM = 256  # XDP_PACKET_HEADROOM: where copy mode puts a frame in its chunk
+MAX_FRAME = FRAME - HEADROOM
 RING = 4096  # entries in each ring (a power of two)
 FRAMES = 16384  # chunks in the UMEM: 32 MiB
 
@@ -117,10 +119,13 @@ class _Ring:
 
 
 class XskSocket:
-    """An AF_XDP socket on queue 0 of one interface, its four rings, and the UMEM."""
+    """An AF_XDP socket on one receive queue of one interface, its four rings, and the
+    UMEM."""
 
-    def __init__(self, ifname: str, umem: Umem, first: XskSocket | None = None) -> None:
+    def __init__(self, ifname: str, umem: Umem, first: XskSocket | None = None,
+                 queue: int = 0) -> None:
         self.ifname = ifname
+        self.queue = queue
         self.ifindex = socket.if_nametoindex(ifname)
         self.umem = umem
         self.sock = socket.socket(AF_XDP, socket.SOCK_RAW, 0)
@@ -148,14 +153,15 @@ class XskSocket:
             self.refill()  # the kernel needs chunks before the first frame arrives
             if first is None:
                 addr = struct.pack("<HHIII", AF_XDP, XDP_COPY | XDP_USE_NEED_WAKEUP,
-                                   self.ifindex, 0, 0)
+                                   self.ifindex, queue, 0)
             else:
-                addr = struct.pack("<HHIII", AF_XDP, XDP_SHARED_UMEM, self.ifindex, 0,
+                addr = struct.pack("<HHIII", AF_XDP, XDP_SHARED_UMEM, self.ifindex, queue,
                                    first.sock.fileno())
             r = _libc.bind(fd, ctypes.c_char_p(addr), len(addr))
             if r < 0:
                 err = ctypes.get_errno()
-                raise XdpError(err, f"AF_XDP bind on {ifname}: {os.strerror(err)}")
+                raise XdpError(err, f"AF_XDP bind on {ifname} queue {queue}: "
+                               f"{os.strerror(err)}")
         except BaseException:
             self.close()
             raise

@@ -15,6 +15,7 @@ class NatLab(Lab):
     """
 
     mode = "nat"
+    multi_queue = True
 
     VIP = "198.18.1.1"
     VIP6 = "2001:db8:1::1"
@@ -55,7 +56,7 @@ class NatLab(Lab):
         })
 
         # client <-> director
-        nx.add_veth(director, self.DIR_CLIENT_IF, client, self.CLIENT_IF)
+        nx.add_veth(director, self.DIR_CLIENT_IF, client, self.CLIENT_IF, self.queues)
         nx.add_addr(director, self.DIR_CLIENT_IF, f"{self.DIR_CLIENT}/24")
         nx.add_addr(director, self.DIR_CLIENT_IF, f"{self.DIR_CLIENT6}/64")
         for a in self.client_addrs:
@@ -72,11 +73,11 @@ class NatLab(Lab):
         nx.add_addr(director, "lo", f"{self.VIP6}/128")
 
         # director bridge <-> real servers
-        nx.add_bridge(director, self.DIR_SERVER_IF)
+        nx.add_bridge(director, self.DIR_SERVER_IF, self.queues)
         nx.add_addr(director, self.DIR_SERVER_IF, f"{self.DIR_SERVER}/24")
         nx.add_addr(director, self.DIR_SERVER_IF, f"{self.DIR_SERVER6}/64")
         for rs in rss:
-            nx.add_veth(director, rs["name"], rs["ns"], self.RS_IF)
+            nx.add_veth(director, rs["name"], rs["ns"], self.RS_IF, self.queues)
             nx.set_master(director, rs["name"], self.DIR_SERVER_IF)
             nx.add_addr(rs["ns"], self.RS_IF, f"{rs['addr']}/24")
             nx.add_addr(rs["ns"], self.RS_IF, f"{rs['addr6']}/64")

@@ -147,29 +147,37 @@ def _index(ipr: NetNS, ifname: str) -> int:
     return found[0]
 
 
-def add_veth(ns: str, ifname: str, peer_ns: str, peer_ifname: str) -> None:
+def add_veth(ns: str, ifname: str, peer_ns: str, peer_ifname: str, queues: int = 1) -> None:
     """veth pair with one end ``ifname`` in ``ns`` and the other ``peer_ifname`` in
-    ``peer_ns`` (``ip -n NS link add IF type veth peer name PEER netns PEER_NS``).
-    Both ends are brought up."""
+    ``peer_ns`` (``ip -n NS link add IF numtxqueues Q numrxqueues Q type veth peer name
+    PEER numtxqueues Q numrxqueues Q netns PEER_NS``).  Both ends are brought up.
+    ``queues`` > 1: a multi-queue pair (the sender's transmit queue is the receiver's
+    receive queue, veth_xmit), as ``--workers`` with ``--io xdp`` needs."""
+    q = {} if queues == 1 else {"num_tx_queues": queues, "num_rx_queues": queues}
     with NetNS(ns) as ipr:
         ipr.link(
             "add",
             ifname=ifname,
             kind="veth",
-            peer={"ifname": peer_ifname, "net_ns_fd": peer_ns},
+            peer={"ifname": peer_ifname, "net_ns_fd": peer_ns, **q},
+            **q,
         )
         ipr.link("set", index=_index(ipr, ifname), state="up")
     with NetNS(peer_ns) as ipr:
         ipr.link("set", index=_index(ipr, peer_ifname), state="up")
 
 
-def add_bridge(ns: str, ifname: str) -> None:
-    """A plain learning bridge: STP off, no forward delay, no multicast snooping."""
+def add_bridge(ns: str, ifname: str, queues: int = 1) -> None:
+    """A plain learning bridge: STP off, no forward delay, no multicast snooping;
+    ``queues`` receive and transmit queues (a frame keeps the receive queue its port
+    recorded, so generic XDP on the bridge sees the port's queue)."""
+    q = {} if queues == 1 else {"num_tx_queues": queues, "num_rx_queues": queues}
     with NetNS(ns) as ipr:
         ipr.link(
             "add",
             ifname=ifname,
             kind="bridge",
+            **q,
             br_stp_state=0,
             br_forward_delay=0,
             br_mcast_snooping=0,

@@ -37,7 +37,7 @@ class SegmentLab(Lab):
     RS_IF = "eth0"
 
     def _lan_port(self, lan: str, ns: str, port: str, ifname: str) -> None:
-        nx.add_veth(lan, port, ns, ifname)
+        nx.add_veth(lan, port, ns, ifname, self.queues)
         nx.set_master(lan, port, "br0")
 
     def _build_segment(self) -> tuple[str, str, str]:
@@ -92,6 +92,7 @@ class DrLab(SegmentLab):
     """
 
     mode = "dr"
+    multi_queue = True  # every port of the segment: a bridge keeps a frame's receive queue
     DIR_SERVER = "198.18.2.1"
     DIR_SERVER6 = "2001:db8:2::1"
 

@@ -147,6 +147,7 @@ class Lab:
     and client helpers.  Subclasses set ``mode`` and implement ``_build()``."""
 
     mode = "base"
+    multi_queue = False  # the lab builds its director links with ``queues`` queues
 
     def __init__(
         self,
@@ -159,10 +160,14 @@ class Lab:
         detached: bool = False,
         state_root: Path = STATE_DIR,
         server_options: dict[str, list[str]] | None = None,
+        queues: int = 1,
     ):
         """``state_root``: where the state directory goes (a rootless lab's is the
         user's, engine/lab/rootless.py); ``server_options``: extra arguments of the real
-        servers (engine/lab/servers.py), by server name, ``"*"`` for every one."""
+        servers (engine/lab/servers.py), by server name, ``"*"`` for every one;
+        ``queues``: receive/transmit queues of the director's links (both ends of its
+        veths, its bridge), for ``--workers`` with ``--io xdp`` (one AF_XDP socket per
+        queue); labs that do not build such links refuse more than one."""
         if not 1 <= real_servers <= MAX_REAL_SERVERS:
             raise LabError(f"real_servers must be 1..{MAX_REAL_SERVERS}")
         if not 1 <= clients <= MAX_CLIENTS:
@@ -176,6 +181,11 @@ class Lab:
         self.detached = detached
         self.state_root = Path(state_root)
         self.server_options = dict(server_options or {})
+        if not 1 <= queues <= 16:
+            raise LabError("queues must be 1..16")
+        if queues > 1 and not self.multi_queue:
+            raise LabError(f"the {self.mode} lab has no multi-queue director links")
+        self.queues = queues
         self.created: list[str] = []  # namespaces this object created, in order
         self.servers: dict[str, subprocess.Popen | int] = {}
         self.is_up = False
