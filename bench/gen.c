@@ -3,12 +3,18 @@
  *
  *   gen flood    --dst A --dport P [--src A] [--sport-base B] [--ports N]
  *                [--count C] [--duration S] [--rate PPS] [--batch K] [--size BYTES]
- *                [--cpu N]
+ *                [--cpu N] [--pace-us U]
  *       64-byte (--size) UDP payloads from N source ports (one connected socket per
  *       port, round robin per batch) toward one address:port.  Stops at --count
  *       packets or after --duration seconds, whichever comes first (both are always
  *       bounded: count defaults to 10 M, duration to 10 s).  --rate 0 = as fast as
  *       possible.  Prints one JSON line: sent, errors, elapsed, pps.
+ *       With --rate, batches are sized to last --pace-us microseconds (default 50,
+ *       bursts short enough not to be why a queue overflows); the wait for the next
+ *       batch spins its last ~100 us for precision, unless --pace-us is 1000 or more:
+ *       then the generator only sleeps, so it uses CPU only for what it sends (the
+ *       per-core cost measurement needs that: a spinning generator would hide the
+ *       director's work on its CPU).
  *       With --ifname IF --dmac MAC (and --src) the same UDP/IPv4 frames are built
  *       once and sent with sendmmsg on an AF_PACKET socket bound to IF
  *       (PACKET_QDISC_BYPASS): no socket lookup or routing per packet, so the
@@ -71,6 +77,7 @@ static void die(const char *what) {
 struct opts {
     const char *mode, *dst, *src, *ifname, *dmac;
     int dport, sport_base, ports, batch, size, cpu, interval_us, timeout_ms, port, span;
+    int pace_us;
     long long count;
     double duration, rate;
 };
@@ -79,7 +86,7 @@ static void parse(int argc, char **argv, struct opts *o) {
     memset(o, 0, sizeof *o);
     o->sport_base = 20000; o->ports = 1024; o->batch = 32; o->size = 64; o->cpu = -1;
     o->count = 10000000; o->duration = 10.0; o->interval_us = 100; o->timeout_ms = 200;
-    o->span = 65536;
+    o->span = 65536; o->pace_us = 50;
     if (argc < 2) { fprintf(stderr, "usage: gen flood|pingpong|echo [options]\n"); exit(2); }
     o->mode = argv[1];
     for (int i = 2; i < argc; i++) {
@@ -103,6 +110,7 @@ static void parse(int argc, char **argv, struct opts *o) {
         else if (!strcmp(k, "--interval-us")) o->interval_us = atoi(v);
         else if (!strcmp(k, "--timeout-ms")) o->timeout_ms = atoi(v);
         else if (!strcmp(k, "--span")) o->span = atoi(v);
+        else if (!strcmp(k, "--pace-us")) o->pace_us = atoi(v);
         else { fprintf(stderr, "gen: unknown option %s\n", k); exit(2); }
     }
     if (o->ports < 1 || o->ports > MAX_PORTS) { fprintf(stderr, "gen: bad --ports\n"); exit(2); }
@@ -111,6 +119,7 @@ static void parse(int argc, char **argv, struct opts *o) {
     if (o->duration <= 0 || o->duration > 3600) { fprintf(stderr, "gen: --duration 0..3600\n"); exit(2); }
     if (o->count < 1) { fprintf(stderr, "gen: bad --count\n"); exit(2); }
     if (o->span < 1 || o->span > (1 << 20)) { fprintf(stderr, "gen: bad --span\n"); exit(2); }
+    if (o->pace_us < 1 || o->pace_us > 100000) { fprintf(stderr, "gen: --pace-us 1..100000\n"); exit(2); }
 }
 
 static void sockaddr_of(struct sockaddr_in *sa, const char *addr, int port) {
@@ -221,8 +230,16 @@ static int raw_setup(struct opts *o, char **frames_out, int *flen_out) {
     return fd;
 }
 
-static void sleep_until(double t) {
+/* Sleep until t; with spin, sleep to ~100 us before it and spin the rest. */
+static void sleep_until(double t, int spin) {
     double d = t - now_s();
+    if (!spin) {
+        if (d > 0) {
+            struct timespec ts = {(time_t)d, (long)((d - (time_t)d) * 1e9)};
+            nanosleep(&ts, NULL);
+        }
+        return;
+    }
     if (d > 200e-6) {
         d -= 100e-6;
         struct timespec ts = {(time_t)d, (long)((d - (time_t)d) * 1e9)};
@@ -256,11 +273,12 @@ static int flood(struct opts *o) {
             fds[i] = udp_socket(o->src, o->sport_base + i, o->dst, o->dport);
     }
 
-    /* With a rate limit, batches are sized so one batch lasts ~50 us: bursts stay
-     * short enough not to be the reason a queue overflows. */
+    /* With a rate limit, batches are sized so one batch lasts --pace-us (~50 us by
+     * default): bursts stay short enough not to be the reason a queue overflows. */
     int batch = o->batch;
+    int spin = o->pace_us < 1000;
     if (o->rate > 0) {
-        int b = (int)(o->rate * 50e-6);
+        int b = (int)(o->rate * o->pace_us * 1e-6);
         if (b < 1) b = 1;
         if (b < batch) batch = b;
     }
@@ -282,7 +300,7 @@ static int flood(struct opts *o) {
         if (o->rate > 0) {
             double due = start + sent / o->rate;
             if (due > deadline) break;
-            sleep_until(due);
+            sleep_until(due, spin);
         }
         t = now_s();
         if (t >= deadline) break;
@@ -368,7 +386,7 @@ static int synflood(struct opts *o) {
         if (o->rate > 0) {
             double due = start + sent / o->rate;
             if (due > deadline) break;
-            sleep_until(due);
+            sleep_until(due, 1);
         }
         if (now_s() >= deadline) break;
         int want = o->batch;
@@ -447,7 +465,7 @@ static int pingpong(struct opts *o) {
             rtt[received++] = (now_s() - t0) * 1e6;
             break;
         }
-        if (o->interval_us > 0) sleep_until(t0 + o->interval_us * 1e-6);
+        if (o->interval_us > 0) sleep_until(t0 + o->interval_us * 1e-6, 1);
     }
     qsort(rtt, (size_t)received, sizeof *rtt, cmp_double);
     double sum = 0;

@@ -84,7 +84,7 @@ MODES = ("storm", "quiet", "storm, checker on the generator's CPU")
 
 
 def measure(bench, lab: BenchLab, configure, log, repeats: int | None = None) -> dict:
-    """``configure(director)``: the bench's own services (bench/__main__.configure_pyvs).
+    """``configure(director)``: the bench's own services (bench/variants.configure_pyvs).
     Each repeat runs the three modes back to back, in a rotating order, so slow drift
     of a shared machine hits them alike; the changes are taken pair by pair."""
     repeats = repeats or (3 if bench.s.quick else 5)

@@ -97,7 +97,7 @@ def _stop_scraper(proc) -> dict:
 
 def measure(io: str, repeats: int, bench, lab, log) -> dict:
     from pyvs.bench import traffic
-    from pyvs.bench.__main__ import configure_pyvs
+    from pyvs.bench.variants import configure_pyvs
     from pyvs.engine.lab.benchtopo import FLOOD_PORT
     from pyvs.engine.runner import DirectorProcess
 
@@ -168,7 +168,7 @@ def director_cost(io: str, lab, window: float, log) -> dict:
     seconds with --metrics and nobody scraping, then over as long with the 10 Hz
     scraper; the difference over the scrapes done.  Independent of the machine's
     other load (CPU time, not throughput)."""
-    from pyvs.bench.__main__ import configure_pyvs
+    from pyvs.bench.variants import configure_pyvs
     from pyvs.engine.runner import DirectorProcess
 
     args = (() if io == "nfqueue" else ("--io", io)) + ("--metrics", str(PORT))
@@ -216,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit("scrape_bench: needs root (network namespaces)")
 
     from pyvs.bench import tools, traffic
-    from pyvs.bench.__main__ import Bench, log
+    from pyvs.bench.settings import log
+    from pyvs.bench.suite import Bench
     from pyvs.engine.lab.benchtopo import BenchLab
 
     bench = Bench(argparse.Namespace(quick=not args.full))

@@ -132,7 +132,9 @@ def raw_gen(lab, path: str) -> Gen:
 
 def flood_argv(gen: Gen | str, dst: str, dport: int, rate: float = 0, duration: float = 1.0,
                count: int = 50_000_000, ports: int = 1024, cpu: int | None = GEN_CPU,
-               size: int = 64) -> list[str]:
+               size: int = 64, pace_us: int | None = None) -> list[str]:
+    """``pace_us``: with a rate, batches last this long (gen.c ``--pace-us``; its
+    default, 50, when None); 1000 or more makes the generator sleep instead of spin."""
     if isinstance(gen, str):
         gen = Gen(gen)
     argv = [gen.path, "flood", "--dst", dst, "--dport", str(dport), "--ports", str(ports),
@@ -140,6 +142,8 @@ def flood_argv(gen: Gen | str, dst: str, dport: int, rate: float = 0, duration: 
             "--rate", f"{rate:.1f}", "--size", str(size)]
     if cpu is not None:
         argv += ["--cpu", str(cpu)]
+    if pace_us is not None:
+        argv += ["--pace-us", str(int(pace_us))]
     if gen.raw:
         argv += ["--ifname", gen.raw["ifname"], "--dmac", gen.raw["dmac"],
                  "--src", gen.raw["src"]]

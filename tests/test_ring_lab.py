@@ -48,7 +48,7 @@ def test_ring_keeps_serving_after_a_flood_it_cannot_keep_up_with(lab_env):
     which blocks are whose (a desynchronised ring stops receiving for good).
     Uses the bench topology (client -> director -> sink) and its raw-frame generator."""
     from pyvs.bench import tools, traffic
-    from pyvs.bench.__main__ import configure_pyvs
+    from pyvs.bench.variants import configure_pyvs
     from pyvs.engine.lab.benchtopo import FLOOD_PORT, BenchLab
 
     built = tools.build_all()

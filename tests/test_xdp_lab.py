@@ -43,7 +43,7 @@ def test_overload_is_shed_in_the_kernel_and_service_continues(lab_env):
     (counted by the kernel), keeps forwarding a large share, and answers every probe
     right after.  Bench topology (client -> director -> sink), raw-frame generator."""
     from pyvs.bench import tools, traffic
-    from pyvs.bench.__main__ import configure_pyvs
+    from pyvs.bench.variants import configure_pyvs
     from pyvs.engine.lab.benchtopo import FLOOD_PORT, BenchLab
 
     built = tools.build_all()
