@@ -29,7 +29,6 @@ from pyvs.engine.trace.hook import TraceHub
 log = logging.getLogger("pyvs")
 
 TICK = 0.1
-BUSY_POLL = float(os.environ.get("PYVS_BUSY_POLL_US", "200")) * 1e-6
 EXPIRE_BUDGET = 50_000  # entries looked at per tick in ring mode (expiry never stalls)
 
 
@@ -267,22 +266,20 @@ class Daemon:
               config=self.health.path if self.health else None, pid=os.getpid())
         sdnotify.ready(f"serving ({' + '.join(p.name for p in self.ports)})")
         next_tick = time.monotonic()
-        busy_until = 0.0
         try:
             while self.running:
                 wake = next_tick
                 sync_wake = self.sync.next_wakeup()  # on the director's clock
                 if sync_wake is not None:
                     wake = min(wake, time.monotonic() + sync_wake - self.director.now())
-                now = time.monotonic()
-                timeout = 0.0 if now < busy_until else max(0.0, wake - now)
+                timeout = max(0.0, wake - time.monotonic())
                 for key, _ in sel.select(timeout):
                     port = key.data
                     try:
                         if port is None:
                             self._serve_control(listener)
-                        elif port.serve(key.fileobj):
-                            busy_until = time.monotonic() + BUSY_POLL
+                        else:
+                            port.serve(key.fileobj)
                     except Exception:  # the engine keeps serving whatever one batch did
                         log.exception("error while serving %s", port.name if port else "control")
                         self.director.drops["engine-error"] += 1
