@@ -304,7 +304,8 @@ class XdpPort(Port):
         socket of its egress interface (sendmmsg for an interface pyvs does not serve)."""
         tx = self.pipeline.tx
         ifindex_of = tx.ifindex_of
-        uniq = np.unique(names)
+        # one egress interface (the usual batch, always a single frame): no np.unique
+        uniq = names[:1] if (names == names[0]).all() else np.unique(names)
         for name in uniq.tolist():
             sel = slice(None) if len(uniq) == 1 else names == name
             sock = self.by_ifindex.get(ifindex_of.get(name, -1))

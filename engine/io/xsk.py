@@ -42,6 +42,7 @@ FRAME = 2048
 HEADROOM = 256  # XDP_PACKET_HEADROOM: where copy mode puts a frame in its chunk
 MAX_FRAME = FRAME - HEADROOM
 RING = 4096  # entries in each ring (a power of two)
+REFILL_AT = RING // 16  # the fill ring is topped up when this many entries are free
 FRAMES = 16384  # chunks in the UMEM: 32 MiB
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -184,11 +185,13 @@ class XskSocket:
         return d[:, 0].copy(), (d[:, 1] & 0xFFFFFFFF).astype(np.int64)
 
     def refill(self) -> None:
-        """Give the kernel as many free chunks as its fill ring has room for."""
+        """Give the kernel as many free chunks as its fill ring has room for, once that
+        is at least REFILL_AT (the ring stays nearly full; a few chunks at a time would
+        cost the numpy calls after every small batch)."""
         f = self.fill
         prod = int(f.u32[f.p])
         room = f.size - ((prod - int(f.u32[f.c])) & 0xFFFFFFFF)
-        if room <= 0:
+        if room < REFILL_AT:
             return
         chunks = self.umem.take(room)
         n = len(chunks)
