@@ -120,6 +120,15 @@ def summarize(runs: list[dict]) -> dict:
     }
 
 
+def below_noise(cost: dict) -> bool:
+    """A figure no larger than its noise floor (how far the background moved between the
+    baselines around it, per packet) is no measurement: on a busy VM the kernel's own
+    forwarding at a modest rate costs less than that drift, and can come out negative."""
+    ns = cost.get("ns_per_packet")
+    drift = cost.get("baseline_drift_ns_per_packet") or 0
+    return ns is not None and ns <= drift
+
+
 def ratio_to_kernel_cost(ns: float | None, kernel_ns: float | None) -> float | None:
     """A case's ns per packet over kernel forwarding's; None unless both are positive
     (a non-positive kernel figure means the measurement drowned in noise)."""

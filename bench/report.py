@@ -25,7 +25,9 @@ def _cost(row: dict) -> str:
     c = row.get("cpu_cost") or {}
     ns = row.get("ns_per_packet")
     if ns is None:
-        return "not valid" if c.get("saturated") else "—"
+        if c.get("saturated"):
+            return "not valid"
+        return "not measurable" if c.get("below_noise") else "—"
     return f"{ns:,} ({c['spread_pct']:.0f} %)" if c.get("spread_pct") else f"{ns:,}"
 
 

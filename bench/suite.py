@@ -342,8 +342,12 @@ class Bench:
             if "cpu_cost" in row:
                 row["cpu_cost"] = cpucost.finish(row["cpu_cost"])
             c = row.get("cpu_cost") or {}
-            # a saturated measurement is no measurement: its raw figure stays in cpu_cost
-            row["ns_per_packet"] = None if c.get("saturated") else c.get("ns_per_packet")
+            # a saturated measurement, or one below its noise floor, is no measurement:
+            # its raw figure stays in cpu_cost
+            if c:
+                c["below_noise"] = cpucost.below_noise(c)
+            row["ns_per_packet"] = (None if c.get("saturated") or c.get("below_noise")
+                                    else c.get("ns_per_packet"))
         kernel = self.kernel_fwd["ns_per_packet"] if self.kernel_fwd else None
         for row in self.results["throughput"]:
             row["ratio_to_kernel_cost"] = cpucost.ratio_to_kernel_cost(

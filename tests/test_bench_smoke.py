@@ -248,6 +248,18 @@ def test_ratio_to_kernel_cost_needs_two_positive_costs():
     assert cpucost.ratio_to_kernel_cost(None, 1_500) is None
 
 
+def test_a_cost_no_larger_than_its_noise_floor_is_not_a_measurement():
+    """The kernel's forwarding can cost less than the background moved between its
+    baselines, or come out negative: that is no figure to build a ratio on."""
+    from pyvs.bench import cpucost
+
+    assert cpucost.below_noise({"ns_per_packet": -1005, "baseline_drift_ns_per_packet": 80})
+    assert cpucost.below_noise({"ns_per_packet": 60, "baseline_drift_ns_per_packet": 80})
+    assert not cpucost.below_noise({"ns_per_packet": 9_978,
+                                    "baseline_drift_ns_per_packet": 300})
+    assert not cpucost.below_noise({"ns_per_packet": None})
+
+
 def test_cost_ledger_charges_each_window_to_the_baselines_around_it():
     """A case window is charged against the last baseline taken before it and the first
     one taken after: alternating for the kernel cases, shared by all of a pyvs case's
