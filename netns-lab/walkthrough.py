@@ -1,6 +1,6 @@
 """Run a walkthrough's command blocks and compare what they print with what it shows.
 
-    sudo .venv/bin/python netns-lab/walkthrough.py netns-lab/nat.md [--update] [--keep]
+    .venv/bin/python netns-lab/walkthrough.py netns-lab/nat.md [--update] [--keep]
 
 A walkthrough is Markdown.  Every ```sh block is run, in order, in one bash session
 (variables carry over), from a scratch directory; the ```text block right after a
