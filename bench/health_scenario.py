@@ -11,7 +11,6 @@ synchronisation.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import signal
@@ -20,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from hashlib import md5
 from pathlib import Path
 
 from pyvs.engine.lab import NatLab
@@ -208,7 +208,7 @@ def http_conf(lab: NatLab, digest: bool = False) -> str:
     servers = []
     for rs in lab.real_server_list():
         body = f"{rs['name']}\n".encode()
-        dig = f"digest {hashlib.md5(body).hexdigest()}" if digest else ""
+        dig = f"digest {md5(body).hexdigest()}" if digest else ""
         servers.append(f"""
     real_server {rs['addr']} 80 {{
         weight 1

@@ -24,12 +24,8 @@ SIZE = 20_000_000
 @pytest.fixture(scope="module", params=sorted(LABS))
 def lab(request, lab_env):
     cls, method = LABS[request.param]
-    lab = cls(real_servers=1, clients=1, start_servers=True)
-    try:
-        lab.up()
+    with cls(real_servers=1, clients=1, start_servers=True) as lab:  # down also on failure
         yield request.param, method, lab
-    finally:
-        lab.down()
 
 
 @pytest.mark.parametrize("io", PORTS)

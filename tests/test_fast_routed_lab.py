@@ -53,12 +53,8 @@ time.sleep(1)  # the sockets stay open for the answers: no port unreachable to t
 @pytest.fixture(scope="module", params=sorted(LABS))
 def lab(request, lab_env):
     cls, method = LABS[request.param]
-    lab = cls(real_servers=1, clients=1, start_servers=True)
-    try:
-        lab.up()
+    with cls(real_servers=1, clients=1, start_servers=True) as lab:  # down also on failure
         yield request.param, method, lab
-    finally:
-        lab.down()
 
 
 def configure(proc: DirectorProcess, lab, method: str, proto: str, port: int) -> None:

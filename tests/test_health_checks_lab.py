@@ -7,9 +7,9 @@ UDP; rs3 answers ping.
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import time
+from hashlib import md5
 
 import pytest
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.lab
 
 VIP = NatLab.VIP
 FAST = "connect_timeout 0.5\n delay_before_retry 0.3\n retry 1"
-MD5_RS1 = hashlib.md5(b"rs1\n").hexdigest()
+MD5_RS1 = md5(b"rs1\n").hexdigest()
 
 CONF = f"""
 virtual_server {VIP} 80 {{

@@ -110,6 +110,34 @@ def complete_checksums(buf: np.ndarray, offs: np.ndarray) -> np.ndarray:
 
 
 
+class _FrameRun:
+    """Consecutive ready Ethernet frames in one batch buffer (engine/bufref.py), sent
+    together with the pipeline's ``send`` from where they sit, each out of its egress
+    interface with the ethertype its header carries."""
+
+    def __init__(self, pipeline: BatchPipeline, buf: np.ndarray, base: int) -> None:
+        self.pipeline, self.buf, self.base = pipeline, buf, base
+        self.offs: list[int] = []
+        self.lens: list[int] = []
+        self.names: list[int] = []
+
+    def add(self, frame: BufRef) -> None:
+        self.offs.append(frame.off)
+        self.lens.append(frame.length)
+        et = ETH_P_IPV6 if self.buf[frame.off + 12] == 0x86 else ETH_P_IP
+        self.names.append(self.pipeline.tx.name_addr(frame.ifindex, et))
+
+    def flush(self) -> int:
+        """Send what was added; returns how many frames."""
+        n = len(self.offs)
+        if n:
+            self.pipeline.send(self.base, np.array(self.offs, dtype=np.int64),
+                               np.array(self.lens, dtype=np.int64),
+                               np.array(self.names, dtype=np.uint64))
+            self.offs, self.lens, self.names = [], [], []
+        return n
+
+
 class BatchPipeline:
     """Classify, fast-path and transmit batches of frames for one fast port.
 
@@ -216,20 +244,15 @@ class BatchPipeline:
         if self.raw_tx is None:
             self.raw_tx = RawMmsg()
         run: list[BufRef] = []  # consecutive IP packets in one buffer ...
-        l2_offs: list[int] = []  # ... or consecutive frames in this batch's buffer
-        l2_lens: list[int] = []
-        l2_names: list[int] = []
+        frames = _FrameRun(self, buf, base)  # ... or consecutive frames in this batch's
         failed = sent_l2 = 0
         for packet in d.outbox:
             if isinstance(packet, BufRef) and packet.ifindex and packet.buf is buf:
                 if run:
                     failed += self._send_raw_run(run)
-                l2_offs.append(packet.off)
-                l2_lens.append(packet.length)
-                l2_names.append(self.tx.name_addr(packet.ifindex, ETH_P_IP))
+                frames.add(packet)
                 continue
-            if l2_offs:
-                sent_l2 += self._send_run(base, l2_offs, l2_lens, l2_names)
+            sent_l2 += frames.flush()
             built = isinstance(packet, BufRef) and not packet.ifindex
             if built and packet.buf[packet.off] >> 4 == 4:  # IPIP: a sendmmsg run
                 if run and packet.buf is not run[0].buf:
@@ -244,8 +267,7 @@ class BatchPipeline:
             failed += not sent
         if run:
             failed += self._send_raw_run(run)
-        if l2_offs:
-            sent_l2 += self._send_run(base, l2_offs, l2_lens, l2_names)
+        sent_l2 += frames.flush()
         d.outbox.clear()
         self.counters["tunneled-l2"] += sent_l2
         if failed:
@@ -279,36 +301,19 @@ class BatchPipeline:
         sit; a frame the per-packet forwarder made goes through the raw socket between
         them, so a flow's frames keep their order."""
         d = self.director
-        tx = self.tx
-        run_offs: list[int] = []
-        run_lens: list[int] = []
-        run_names: list[int] = []
+        frames = _FrameRun(self, buf, base)
         sent = failed = 0
         for ifname, frame in d.l2_outbox:
             if isinstance(frame, BufRef) and frame.buf is buf:
-                run_offs.append(frame.off)
-                run_lens.append(frame.length)
-                et = ETH_P_IPV6 if buf[frame.off + 12] == 0x86 else ETH_P_IP  # DR: either
-                run_names.append(tx.name_addr(frame.ifindex, et))
+                frames.add(frame)
                 continue
-            if run_offs:
-                sent += self._send_run(base, run_offs, run_lens, run_names)
+            sent += frames.flush()
             failed += not self.raw.send_frame(ifname, as_bytes(frame))
-        if run_offs:
-            sent += self._send_run(base, run_offs, run_lens, run_names)
+        sent += frames.flush()
         d.l2_outbox.clear()
         self.counters["routed"] += sent
         if failed:
             d.drops["send-error"] += failed
-
-    def _send_run(self, base: int, offs: list, lens: list, names: list) -> int:
-        n = len(offs)
-        self.send(base, np.array(offs, dtype=np.int64), np.array(lens, dtype=np.int64),
-                  np.array(names, dtype=np.uint64))
-        offs.clear()
-        lens.clear()
-        names.clear()
-        return n
 
     def run_small(self, buf: np.ndarray, base: int, offs: np.ndarray, snaps: np.ndarray,
                   wire: np.ndarray, status: np.ndarray) -> int:

@@ -13,11 +13,11 @@ SSL_GET does not verify the server's certificate unless an ``SSL { ca }`` is giv
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import ipaddress
 import re
 import ssl
 import time
+from hashlib import md5
 
 from pyvs.engine.health.checks.base import Outcome, Target, close, destination, error_text, open_tcp
 from pyvs.engine.health.model import Checker, Url
@@ -65,8 +65,10 @@ def judge(url: Url, status: int, body: bytes) -> str | None:
     if not any(lo <= status <= hi for lo, hi in codes):
         ranges = " ".join(f"{lo}-{hi}" if lo != hi else str(lo) for lo, hi in codes)
         return f"HTTP status {status} not in {ranges}"
-    if url.digest and hashlib.md5(body).hexdigest() != url.digest:
-        return f"MD5 digest {hashlib.md5(body).hexdigest()} is not {url.digest}"
+    if url.digest:
+        got = md5(body).hexdigest()
+        if got != url.digest:
+            return f"MD5 digest {got} is not {url.digest}"
     if url.regex is not None:
         found = re.search(url.regex, body.decode("utf-8", "replace")) is not None
         if found == url.regex_no_match:

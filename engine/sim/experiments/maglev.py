@@ -232,7 +232,8 @@ def tables(results: dict) -> str:
 def update_page(page: Path, text: str) -> None:
     start, end = "<!-- experiment:results:start -->", "<!-- experiment:results:end -->"
     if not page.is_file() or start not in page.read_text():
-        page.with_name(page.stem + "-tables.md").write_text(text)
+        # beside the page, with its suffix: <page>-tables<suffix>
+        page.with_name(f"{page.stem}-tables{page.suffix}").write_text(text)
         return
     body = page.read_text()
     body = re.sub(re.escape(start) + ".*?" + re.escape(end),
